@@ -1,0 +1,247 @@
+"""The ``recmind-dist`` command line: data | train | evaluate | compare.
+
+Every bad input ends in one line ``error: <file>: field '<field>': <what is wrong>`` and exit
+status 2, never a library traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from recmind_dist.errors import InputError
+
+app = typer.Typer(
+    help="Train LLM-enhanced graph recommenders (LightGCN, RecMind, GAT+LLM, LLMRec) and "
+    "compare runs in MLflow. Each job is described by a YAML job spec (see configs/).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Fetch, import, generate and split datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console(width=160) if not sys.stdout.isatty() else Console()
+err_console = Console(stderr=True, width=160)
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="YAML job spec (see configs/)")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="override a spec key, e.g. --set seed=7 --set train.lr=0.005"),
+]
+
+
+def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn InputError (and missing files) into one clear line and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except InputError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("alembic", "mlflow", "urllib3", "filelock", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def print_metrics(title: str, metrics: dict[str, float], ks: list[int]) -> None:
+    table = Table(title=title)
+    table.add_column("group")
+    names = [f"{m}@{k}" for m in ("recall", "ndcg") for k in ks]
+    for n in names:
+        table.add_column(n, justify="right")
+    groups = sorted({k.rsplit("/", 1)[0] for k in metrics if "/" in k and "_at_" in k})
+    for g in ["test"] + [x for x in groups if x != "test" and x.startswith("test/")]:
+        vals = [metrics.get(f"{g}/{m}_at_{k}") for m in ("recall", "ndcg") for k in ks]
+        table.add_row(g, *["-" if v is None or v != v else f"{v:.4f}" for v in vals])
+    console.print(table)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@data_app.command("fetch")
+@friendly
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="dataset name, e.g. ml-100k")],
+    cache_dir: Annotated[Path, typer.Option(help="cache directory")] = Path("data"),
+    offline: Annotated[bool, typer.Option(help="skip the official archive")] = False,
+) -> None:
+    """Fetch a known dataset into the cache (official archive, then the offline fallback)."""
+    from recmind_dist.data.schema import load_dataset
+    from recmind_dist.data.sources import fetch_dataset
+
+    path = fetch_dataset(name, cache_dir, offline=offline)
+    ds = load_dataset(path)
+    console.print(f"{name}: {ds.n_users} users, {ds.n_items} items, "
+                  f"{len(ds.interactions)} interactions -> {path}")  # fmt: skip
+
+
+@data_app.command("import")
+@friendly
+def data_import(
+    src: Annotated[Path, typer.Argument(help="source file or directory")],
+    out: Annotated[Path, typer.Option(help="canonical dataset directory to write")],
+    fmt: Annotated[str, typer.Option("--format", help="recbole | movielens | table")] = "table",
+    name: Annotated[str | None, typer.Option(help="RecBole dataset name (file stem)")] = None,
+    user: Annotated[str, typer.Option(help="table: user column")] = "user_id",
+    item: Annotated[str, typer.Option(help="table: item column")] = "item_id",
+    rating: Annotated[str | None, typer.Option(help="table: rating column")] = None,
+    timestamp: Annotated[str | None, typer.Option(help="table: timestamp column")] = None,
+    items: Annotated[Path | None, typer.Option(help="table: item attribute file")] = None,
+    users: Annotated[Path | None, typer.Option(help="table: user attribute file")] = None,
+) -> None:
+    """Import RecBole atomic files, MovieLens raw files, or a CSV/Parquet table."""
+    from recmind_dist.data import sources
+
+    if fmt == "recbole":
+        path = sources.import_recbole_atomic(src, name or src.name, out)
+    elif fmt == "movielens":
+        path = sources.import_movielens_raw(src, out)
+    elif fmt == "table":
+        mapping = {"user": user, "item": item, "item_id_col": "item_id", "user_id_col": "user_id"}
+        if rating:
+            mapping["rating"] = rating
+        if timestamp:
+            mapping["timestamp"] = timestamp
+        path = sources.import_table(src, mapping, out, items, users)
+    else:
+        raise InputError("--format", "format", f"unknown format {fmt!r}: recbole|movielens|table")
+    console.print(f"wrote {path}")
+
+
+@data_app.command("synthetic")
+@friendly
+def data_synthetic(
+    out: Annotated[Path, typer.Option(help="canonical dataset directory to write")],
+    users: Annotated[int, typer.Option(help="number of users")] = 2000,
+    items: Annotated[int, typer.Option(help="number of items")] = 3000,
+    interactions: Annotated[int, typer.Option(help="number of interactions")] = 60000,
+    topics: Annotated[int, typer.Option(help="latent topics")] = 16,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+) -> None:
+    """Generate a synthetic dataset whose text carries the latent topics."""
+    from recmind_dist.data.synthetic import generate_synthetic
+
+    path = generate_synthetic(out, users, items, interactions, topics, seed)
+    console.print(f"wrote {path}")
+
+
+@data_app.command("split")
+@friendly
+def data_split(config: ConfigOpt, set_: SetOpt = None) -> None:
+    """Build (and cache as Parquet) the job spec's deterministic split; print its summary."""
+    from recmind_dist.config import load_spec
+    from recmind_dist.pipeline import prepare
+
+    spec = load_spec(config, set_)
+    dataset, data = prepare(spec)
+    console.print({"split": data.key, **data.summary(),
+                   "files": str(Path(dataset.path) / "splits" / data.key)})  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- train / eval
+
+
+@app.command()
+@friendly
+def train(
+    config: ConfigOpt,
+    set_: SetOpt = None,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Train the spec's model, evaluate the best-validation checkpoint, log to MLflow."""
+    from recmind_dist.config import load_spec
+    from recmind_dist.pipeline import run_training
+    from recmind_dist.tracking import tracking_uri
+
+    spec = load_spec(config, set_)
+    outcome = run_training(spec, progress=progress)
+    r = outcome.result
+    metrics = {f"test/{k}": v for k, v in r.test.items()}
+    print_metrics(f"{spec.name} (best epoch {r.best_epoch}, {r.train_seconds:.1f}s training)",
+                  metrics, spec.eval.ks)  # fmt: skip
+    console.print(f"stopped: {r.stop_reason}")
+    console.print(f"MLflow run id: [bold]{outcome.run_id}[/]  experiment: {spec.tracking.experiment}"
+                  f"  tracking URI: {tracking_uri(spec.tracking)}")  # fmt: skip
+    console.print(f"look: mlflow ui --backend-store-uri {tracking_uri(spec.tracking)} "
+                  "--host 127.0.0.1  |  recmind-dist compare", highlight=False)  # fmt: skip
+    print(f"RUN_ID={outcome.run_id}")
+
+
+@app.command()
+@friendly
+def evaluate(
+    run: Annotated[str, typer.Option("--run", help="MLflow run id of a finished training run")],
+    export_topk: Annotated[
+        Path | None, typer.Option(help="write every test user's top-K (raw ids) to this Parquet")
+    ] = None,
+    k: Annotated[int | None, typer.Option(help="K of the export (default: spec eval.export_k)")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
+) -> None:
+    """Re-evaluate a run's best checkpoint on the test split; optionally export its top-K."""
+    from recmind_dist.config import TrackingSpec
+    from recmind_dist.eval.evaluator import SplitEvaluator
+    from recmind_dist.pipeline import export_topk as do_export
+    from recmind_dist.pipeline import load_run, resolve_dataset
+    from recmind_dist.tracking import tracking_uri as resolve_uri
+
+    uri = tracking_uri or resolve_uri(TrackingSpec())
+    spec, data, model = load_run(run, uri)
+    evaluator = SplitEvaluator(data, spec.eval)
+    test = evaluator.evaluate(model, "test")
+    print_metrics(f"run {run}", {f"test/{k_}": v for k_, v in test.items()}, spec.eval.ks)
+    if export_topk is not None:
+        ds = resolve_dataset(spec.data)
+        n = do_export(model, data, evaluator, ds.user_raw_ids, ds.item_raw_ids,
+                      k or spec.eval.export_k, export_topk)  # fmt: skip
+        console.print(f"wrote {n} rows to {export_topk}")
+
+
+@app.command()
+@friendly
+def compare(
+    experiment: Annotated[str, typer.Option(help="MLflow experiment")] = "recmind-dist",
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
+    csv: Annotated[Path | None, typer.Option(help="also write the table as CSV")] = None,
+) -> None:
+    """Print an experiment's runs: the spec keys that differ and the main metrics."""
+    from recmind_dist.compare import runs_table
+    from recmind_dist.config import TrackingSpec
+    from recmind_dist.tracking import tracking_uri as resolve_uri
+
+    df = runs_table(experiment, tracking_uri or resolve_uri(TrackingSpec()))
+    if df.empty:
+        raise InputError("--experiment", "experiment", f"no runs in experiment {experiment!r}")
+    table = Table(title=f"experiment {experiment}")
+    for c in df.columns:
+        table.add_column(str(c).removeprefix("test/"), overflow="fold")
+    for _, row in df.iterrows():
+        cells = [f"{v:.4f}" if isinstance(v, float) else str(v) for v in row]
+        cells[0] = cells[0][:12]
+        table.add_row(*cells)
+    console.print(table)
+    if csv is not None:
+        df.to_csv(csv, index=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

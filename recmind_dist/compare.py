@@ -1,0 +1,32 @@
+"""Read an experiment's runs back from MLflow as a table: spec differences and metrics."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+DEFAULT_METRICS = (
+    "test/recall_at_20", "test/ndcg_at_20", "test/recall_at_40", "test/ndcg_at_40",
+    "test/cold/recall_at_20", "train_seconds",
+)  # fmt: skip
+
+
+def runs_table(
+    experiment: str, tracking_uri: str, metrics: tuple[str, ...] = DEFAULT_METRICS
+) -> pd.DataFrame:
+    """One row per finished run: run id, name, the params that differ between runs, metrics."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is None:
+        return pd.DataFrame()
+    runs = mlflow.search_runs([exp.experiment_id], order_by=["start_time ASC"])
+    if runs.empty:
+        return runs
+    params = [c for c in runs.columns if c.startswith("params.")]
+    varying = [c for c in params if runs[c].astype(str).nunique(dropna=False) > 1]
+    cols = {"run_id": "run_id", "tags.mlflow.runName": "name"}
+    cols.update({c: c.removeprefix("params.") for c in varying})
+    cols.update({f"metrics.{m}": m for m in metrics if f"metrics.{m}" in runs.columns})
+    present = [c for c in cols if c in runs.columns]
+    return runs[present].rename(columns=cols)

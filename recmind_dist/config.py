@@ -1,0 +1,183 @@
+"""The job spec: one YAML file per dataset/experiment, validated with pydantic.
+
+Unknown keys and wrong types are errors naming the key (``model.dim``). ``--set key=value``
+overrides are applied to the raw YAML before validation, so they are checked the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from recmind_dist.data.split import SplitSpec
+from recmind_dist.errors import InputError
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SyntheticSpec(_Spec):
+    """Generated data with latent topics (see :mod:`recmind_dist.data.synthetic`)."""
+
+    n_users: int = Field(2000, gt=0)
+    n_items: int = Field(3000, gt=0)
+    n_interactions: int = Field(60000, gt=0)
+    n_topics: int = Field(16, gt=0)
+    seed: int = 0
+
+
+class TableSpec(_Spec):
+    """A generic CSV/Parquet interaction log with a column mapping."""
+
+    path: Path
+    user: str = "user_id"
+    item: str = "item_id"
+    rating: str | None = None
+    timestamp: str | None = None
+    items_path: Path | None = None
+    item_id_col: str = "item_id"
+    users_path: Path | None = None
+    user_id_col: str = "user_id"
+
+
+class DataSpec(_Spec):
+    """Where the interactions come from: a known name, a canonical dir, a table or synthetic."""
+
+    source: str | None = Field("ml-100k", description="known dataset name to fetch and cache")
+    path: Path | None = Field(None, description="an existing canonical dataset directory")
+    table: TableSpec | None = None
+    synthetic: SyntheticSpec | None = None
+    cache_dir: Path = Path("data")
+
+
+class MFSpec(_Spec):
+    name: Literal["mf"] = "mf"
+    dim: int = Field(64, gt=0)
+    reg: float = Field(1e-4, ge=0, description="λ of the L2 term on batch embeddings")
+
+
+class LightGCNSpec(_Spec):
+    name: Literal["lightgcn"] = "lightgcn"
+    dim: int = Field(64, gt=0)
+    layers: int = Field(3, ge=0)
+    reg: float = Field(1e-4, ge=0, description="λ of the L2 term on layer-0 batch embeddings")
+
+
+class PopularitySpec(_Spec):
+    name: Literal["popularity"] = "popularity"
+
+
+ModelSpec = Annotated[MFSpec | LightGCNSpec | PopularitySpec, Field(discriminator="name")]
+
+
+class TrainSpec(_Spec):
+    epochs: int = Field(300, ge=0)
+    batch_size: int = Field(2048, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    eval_every: int = Field(1, gt=0, description="validate every N epochs")
+    patience: int = Field(
+        30, ge=1, description="validations without improvement of the stop metric before stopping"
+    )
+    min_epochs: int = Field(
+        0, ge=0, description="never stop before this epoch (guards against early plateaus)"
+    )
+    stop_metric: str = "ndcg_at_20"
+    max_seconds: float | None = Field(None, gt=0, description="wall-time budget for training")
+    device: str = "cpu"
+    num_threads: int | None = Field(None, gt=0, description="torch threads (None: torch default)")
+
+
+class EvalSpec(_Spec):
+    ks: list[int] = Field(default_factory=lambda: [10, 20, 40])
+    batch_users: int = Field(1024, gt=0)
+    cold_degree: int = Field(3, ge=0, description="items with ≤ this many training edges are cold")
+    head_fraction: float = Field(0.2, gt=0, lt=1)
+    export_k: int = Field(40, gt=0, description="top-K written by evaluate --export-topk")
+
+
+class TrackingSpec(_Spec):
+    uri: str | None = Field(None, description="MLflow tracking URI; default sqlite:///./mlflow.db")
+    experiment: str = "recmind-dist"
+    run_name: str | None = None
+    log_checkpoint: bool = True
+
+
+class JobSpec(_Spec):
+    name: str = "job"
+    seed: int = 2020
+    data: DataSpec = Field(default_factory=DataSpec)
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    model: ModelSpec = Field(default_factory=LightGCNSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+
+    def fingerprint(self) -> str:
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any, source: str) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        nxt = node.setdefault(k, {})
+        if not isinstance(nxt, dict):
+            raise InputError(source, dotted, f"'{k}' is not a section")
+        node = nxt
+    node[keys[-1]] = value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides (values parsed as YAML scalars/lists)."""
+    for item in overrides or []:
+        if "=" not in item:
+            raise InputError("--set", item, "expected key.path=value")
+        key, value = item.split("=", 1)
+        _set_path(raw, key.strip(), yaml.safe_load(value), "--set")
+    return raw
+
+
+def _first_error(exc: ValidationError) -> tuple[str, str]:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    if len(exc.errors()) > 1:
+        msg += f" (and {len(exc.errors()) - 1} more problem(s))"
+    return loc, msg
+
+
+def parse_spec(raw: Any, source: str) -> JobSpec:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise InputError(source, None, "a job spec must be a YAML mapping")
+    try:
+        return JobSpec.model_validate(raw)
+    except ValidationError as exc:
+        loc, msg = _first_error(exc)
+        raise InputError(source, loc, msg) from None
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
+    """Read, override and validate a YAML job spec."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, None, "job spec file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise InputError(path, None, f"malformed YAML ({where}{problem})") from None
+    raw = apply_overrides(raw if raw is not None else {}, overrides)
+    return parse_spec(raw, str(path))

@@ -1,0 +1,1 @@
+"""Graph construction, partitioning and propagation."""

@@ -1,0 +1,33 @@
+"""Sparse propagation ``Y = Â X`` for a symmetric Â, differentiable in X.
+
+Because Â = Âᵀ, the gradient ∂L/∂X = Âᵀ ∂L/∂Y = Â ∂L/∂Y reuses the same CSR matrix: no
+transpose is built in the backward pass (torch's generic sparse backward would build one).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class _SymmetricSpMM(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        ctx.adj = adj
+        return torch.sparse.mm(adj, x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor]:  # noqa: ANN001
+        return None, torch.sparse.mm(ctx.adj, grad.contiguous())
+
+
+def propagate(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """One propagation step ``Â X`` (Â symmetric sparse CSR, X dense)."""
+    return _SymmetricSpMM.apply(adj, x)
+
+
+def lightgcn_layers(adj: torch.Tensor, x0: torch.Tensor, n_layers: int) -> list[torch.Tensor]:
+    """[E^0, Â E^0, Â² E^0, ...] (n_layers + 1 tensors)."""
+    out = [x0]
+    for _ in range(n_layers):
+        out.append(propagate(adj, out[-1]))
+    return out

@@ -1,0 +1,1 @@
+"""Recommender models. All share :class:`recmind_dist.models.base.Recommender`."""

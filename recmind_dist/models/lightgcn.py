@@ -1,0 +1,60 @@
+"""LightGCN (He et al., SIGIR 2020).
+
+Propagation over the normalised bipartite adjacency Â = D^{-1/2} A D^{-1/2}:
+
+    E^{l+1} = Â E^l,   h = 1/(L+1) Σ_{l=0..L} E^l,   score(u, i) = h_uᵀ h_i.
+
+Loss: BPR on h plus L2 on the batch's layer-0 embeddings (the paper's regulariser):
+
+    L = −mean log σ(h_uᵀh_i − h_uᵀh_j) + λ/2 (‖e_u⁰‖² + ‖e_i⁰‖² + ‖e_j⁰‖²)/B.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from recmind_dist.graph.propagate import lightgcn_layers
+from recmind_dist.losses import bpr_loss, l2_batch
+from recmind_dist.models.base import Batch, Recommender
+
+
+class LightGCN(Recommender):
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        adj: torch.Tensor,
+        dim: int = 64,
+        n_layers: int = 3,
+        reg: float = 1e-4,
+    ) -> None:
+        super().__init__()
+        self.n_users, self.n_items, self.n_layers, self.reg = n_users, n_items, n_layers, reg
+        self.adj = adj
+        self.embedding = nn.Embedding(n_users + n_items, dim)
+        nn.init.normal_(self.embedding.weight, std=0.1)
+
+    def layer_mean(self, x0: torch.Tensor) -> torch.Tensor:
+        """h = mean over [E^0 .. E^L] for the stacked user+item table ``x0``."""
+        layers = lightgcn_layers(self.adj, x0, self.n_layers)
+        return torch.stack(layers, 0).mean(0)
+
+    def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.layer_mean(self.embedding.weight)
+        return h[: self.n_users], h[self.n_users :]
+
+    def bpr_terms(self, h_user: torch.Tensor, h_item: torch.Tensor, batch: Batch) -> dict:
+        """BPR + layer-0 L2 on a batch, given final representations."""
+        u, i, j = h_user[batch.users], h_item[batch.pos], h_item[batch.neg]
+        bpr = bpr_loss((u * i).sum(-1), (u * j).sum(-1))
+        e0 = self.embedding.weight
+        reg = self.reg * l2_batch(
+            e0[batch.users], e0[self.n_users + batch.pos], e0[self.n_users + batch.neg]
+        )
+        return {"bpr": bpr, "reg": reg}
+
+    def training_loss(self, batch: Batch, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        h_user, h_item = self.representations()
+        parts = self.bpr_terms(h_user, h_item, batch)
+        return parts["bpr"] + parts["reg"], {k: float(v.detach()) for k, v in parts.items()}

@@ -1,0 +1,173 @@
+"""The train job end to end: dataset -> split -> model -> training -> MLflow.
+
+The same functions back the CLI (``recmind-dist train``) and the Ray job entrypoints
+(``jobs/train.py``), so a run is reproducible from (job spec, seed) alone: both are logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from recmind_dist import tracking
+from recmind_dist.config import DataSpec, JobSpec, parse_spec
+from recmind_dist.data.schema import Dataset, load_dataset
+from recmind_dist.data.split import SplitData, make_split, write_split
+from recmind_dist.errors import InputError
+from recmind_dist.eval.evaluator import SplitEvaluator
+from recmind_dist.eval.ranking import rank_topk
+from recmind_dist.models.base import Recommender
+from recmind_dist.models.factory import build_model
+from recmind_dist.train.loop import TrainResult, seed_everything, state_for_checkpoint, train_model
+
+log = logging.getLogger(__name__)
+
+
+def _digest(obj: object) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def resolve_dataset(data: DataSpec) -> Dataset:
+    """Load (fetching, importing or generating once, then cached) the job's dataset."""
+    from recmind_dist.data import sources, synthetic
+
+    cache = Path(data.cache_dir)
+    if data.path is not None:
+        return load_dataset(data.path)
+    if data.synthetic is not None:
+        s = data.synthetic
+        out = cache / f"synthetic-{_digest(s.model_dump())}"
+        if not (out / "meta.json").exists():
+            synthetic.generate_synthetic(
+                out, s.n_users, s.n_items, s.n_interactions, s.n_topics, s.seed
+            )
+        return load_dataset(out)
+    if data.table is not None:
+        t = data.table
+        files = [p for p in (t.path, t.items_path, t.users_path) if p is not None]
+        for p in files:
+            if not Path(p).is_file():
+                raise InputError(p, "data.table", "file not found")
+        stamp = [(str(p), Path(p).stat().st_size, Path(p).stat().st_mtime_ns) for p in files]
+        out = cache / f"table-{_digest([t.model_dump(mode='json'), stamp])}"
+        if not (out / "meta.json").exists():
+            mapping = {"user": t.user, "item": t.item, "item_id_col": t.item_id_col,
+                       "user_id_col": t.user_id_col}  # fmt: skip
+            if t.rating:
+                mapping["rating"] = t.rating
+            if t.timestamp:
+                mapping["timestamp"] = t.timestamp
+            sources.import_table(t.path, mapping, out, t.items_path, t.users_path)
+        return load_dataset(out)
+    if data.source:
+        return load_dataset(sources.fetch_dataset(data.source, cache))
+    raise InputError(None, "data", "set one of data.source, data.path, data.table, data.synthetic")
+
+
+def prepare(spec: JobSpec) -> tuple[Dataset, SplitData]:
+    """Dataset and deterministic split for ``spec`` (split files cached in the dataset dir)."""
+    dataset = resolve_dataset(spec.data)
+    data = make_split(dataset, spec.split, spec.seed)
+    try:
+        write_split(data, dataset.path)
+    except OSError as exc:  # a read-only dataset dir must not stop training
+        log.warning("could not cache split files in %s: %s", dataset.path, exc)
+    return dataset, data
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    result: TrainResult
+    data: SplitData
+
+
+def final_metrics(result: TrainResult) -> dict[str, float]:
+    return {
+        **tracking.prefixed(result.best_valid, "valid"),
+        **tracking.prefixed(result.test, "test"),
+        "best_epoch": float(result.best_epoch),
+        "train_seconds": result.train_seconds,
+        "epochs_run": float(result.epochs_run),
+    }
+
+
+def run_training(spec: JobSpec, progress: bool = True) -> RunOutcome:
+    """Train ``spec.model`` and log everything to MLflow; returns the run id and results."""
+    seed_everything(spec.seed)
+    dataset, data = prepare(spec)
+    device = torch.device(spec.train.device)
+    model = build_model(spec.model, data, device)
+    evaluator = SplitEvaluator(data, spec.eval)
+    tags = {"dataset_checksum": str(dataset.checksum), "split_key": data.key,
+            "dataset_source": str(dataset.meta.get("source", ""))}  # fmt: skip
+    with tracking.mlflow_run(spec, tags) as run:
+        tracking.log_metrics({f"data/{k}": v for k, v in data.summary().items()})
+
+        def on_epoch(epoch: int, row: dict[str, float], _: Recommender) -> None:
+            tracking.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+
+        result = train_model(model, data, spec.train, evaluator, spec.seed, on_epoch, progress)
+        metrics = final_metrics(result)
+        tracking.log_metrics(metrics)
+        tracking.log_json(metrics, "metrics.json")
+        tracking.log_json(result.history, "history.json")
+        if spec.tracking.log_checkpoint and model.trainable:
+            tracking.log_torch(state_for_checkpoint(model), "model.pt")
+        tracking.log_text(result.stop_reason, "stop_reason.txt")
+        return RunOutcome(run.info.run_id, result, data)
+
+
+def load_run(run_id: str, tracking_uri: str | None = None) -> tuple[JobSpec, SplitData, Recommender]:
+    """Rebuild a finished run's split and model (with its best checkpoint) from MLflow."""
+    import mlflow
+    import yaml
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    try:
+        spec_path = tracking.download_artifact(run_id, "job_spec.yaml")
+    except Exception as exc:  # mlflow raises several types for unknown runs
+        raise InputError("--run", "run_id", f"no such MLflow run or no job spec: {exc}") from None
+    spec = parse_spec(yaml.safe_load(spec_path.read_text()), f"run {run_id}/job_spec.yaml")
+    seed_everything(spec.seed)
+    _, data = prepare(spec)
+    model = build_model(spec.model, data, "cpu")
+    if model.trainable:
+        ckpt = tracking.download_artifact(run_id, "checkpoint/model.pt")
+        model.load_state_dict(torch.load(ckpt, map_location="cpu"))
+    return spec, data, model
+
+
+def export_topk(
+    model: Recommender, data: SplitData, evaluator: SplitEvaluator, raw_user: np.ndarray,
+    raw_item: np.ndarray, k: int, out: Path, batch_users: int = 1024,
+) -> int:
+    """Write every test user's top-``k`` (user, rank, item, score) in raw ids, atomically."""
+    from recmind_dist.io import write_parquet
+
+    model.eval()
+    with torch.no_grad():
+        user_repr, item_repr = model.representations()
+    users = np.unique(data.test[:, 0])
+    frames = []
+    for start in range(0, len(users), batch_users):
+        batch = users[start : start + batch_users]
+        scores, items = rank_topk(user_repr, item_repr, batch, evaluator.test_exclude, k)
+        kk = items.shape[1]
+        frames.append(pd.DataFrame({
+            "user": raw_user[data.user_ids[np.repeat(batch, kk)]],
+            "rank": np.tile(np.arange(1, kk + 1), len(batch)),
+            "item": raw_item[data.item_ids[items.numpy().ravel()]],
+            "score": scores.numpy().ravel().astype(np.float32),
+        }))  # fmt: skip
+    table = pd.concat(frames, ignore_index=True)
+    write_parquet(table, out)
+    return len(table)

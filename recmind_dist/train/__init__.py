@@ -1,0 +1,1 @@
+"""Training: one process (loop.py) and Ray Train (distributed.py)."""

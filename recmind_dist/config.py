@@ -15,7 +15,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from recmind_dist.data.split import SplitSpec
+from recmind_dist.embed.spec import EmbedSpec
 from recmind_dist.errors import InputError
+from recmind_dist.text.templates import TextSpec
 
 
 class _Spec(BaseModel):
@@ -117,6 +119,8 @@ class JobSpec(_Spec):
     train: TrainSpec = Field(default_factory=TrainSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    text: TextSpec = Field(default_factory=TextSpec)
+    embed: EmbedSpec = Field(default_factory=EmbedSpec)
 
     def fingerprint(self) -> str:
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)

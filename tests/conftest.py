@@ -1,0 +1,39 @@
+"""Shared fixtures: tiny datasets written the way importers write them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def random_interactions(n_users: int, n_items: int, per_user: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        items = rng.choice(n_items, size=per_user, replace=False)
+        for t, i in enumerate(items):
+            rows.append((u, int(i), float(rng.integers(1, 6)), 1000 * u + t))
+    return pd.DataFrame(rows, columns=["user", "item", "rating", "timestamp"])
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path):
+    """A canonical dataset directory: 30 users, 40 items, 12 ratings each, with item text."""
+    from recmind_dist.data.schema import load_dataset, write_dataset
+
+    inter = random_interactions(30, 40, 12)
+    items = pd.DataFrame({"id": np.arange(40), "title": [f"Movie {i}" for i in range(40)],
+                          "genres": ["Drama" if i % 2 else "Comedy" for i in range(40)]})
+    out = write_dataset(
+        tmp_path / "tiny", inter, None, items,
+        np.array([f"u{i}" for i in range(30)], dtype=object),
+        np.array([f"i{i}" for i in range(40)], dtype=object), source="test",
+    )  # fmt: skip
+    return load_dataset(out)

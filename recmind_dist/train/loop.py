@@ -47,22 +47,126 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def iterate_batches(
+def shard_batches(
     data: SplitData, sampler: NegativeSampler, batch_size: int, rng: np.random.Generator,
-    device: torch.device,
-):  # noqa: ANN201 (generator of Batch)
-    """Shuffled training edges in batches, each with one sampled negative."""
+    device: torch.device, rank: int = 0, world: int = 1,
+):  # noqa: ANN201 (generator of (Batch, weight))
+    """One epoch of training edges for worker ``rank`` of ``world``, as ``(batch, weight)``.
+
+    Every worker draws the *same* seeded permutation and negatives from ``rng`` (so the RNG
+    stays in lockstep on all workers and one worker's state is everybody's checkpoint). Global
+    batch ``k`` is ``order[k*B:(k+1)*B]`` exactly as in single-process training; worker ``r``
+    takes the ``r``-th of ``world`` contiguous, disjoint slices of it. ``weight`` is the
+    sub-batch's share ``n_r / n_k`` of the global batch: a mean-type loss scaled by
+    ``weight * world`` and averaged over workers (DDP) has the gradient of the global batch's
+    mean loss, so N workers follow the single-process trajectory up to float round-off.
+    With ``world > 1``, a final global batch smaller than ``world`` is dropped (a worker
+    would get no edges). With ``world == 1`` this is :func:`iterate_batches` with weight 1.
+    """
     order = rng.permutation(len(data.train))
     users_all = data.train[order, 0]
     pos_all = data.train[order, 1]
     neg_all = sampler.sample(users_all, rng)
     for start in range(0, len(order), batch_size):
-        sl = slice(start, start + batch_size)
-        yield Batch(
+        stop = min(start + batch_size, len(order))
+        n_global = stop - start
+        if world > 1 and n_global < world:
+            break
+        lo = start + (n_global * rank) // world
+        hi = start + (n_global * (rank + 1)) // world
+        sl = slice(lo, hi)
+        batch = Batch(
             torch.from_numpy(users_all[sl]).to(device),
             torch.from_numpy(pos_all[sl]).to(device),
             torch.from_numpy(neg_all[sl]).to(device),
         )
+        yield batch, (hi - lo) / n_global
+
+
+def iterate_batches(
+    data: SplitData, sampler: NegativeSampler, batch_size: int, rng: np.random.Generator,
+    device: torch.device,
+):  # noqa: ANN201 (generator of Batch)
+    """Shuffled training edges in batches, each with one sampled negative."""
+    for batch, _ in shard_batches(data, sampler, batch_size, rng, device):
+        yield batch
+
+
+StepFn = Callable[[Batch, float], tuple[torch.Tensor, dict[str, float]]]
+
+
+def train_epoch(
+    step_loss: StepFn, params_opt: torch.optim.Optimizer, batches,  # noqa: ANN001
+) -> tuple[dict[str, float], int]:
+    """Run one epoch: for every ``(batch, weight)``, loss -> backward -> step.
+
+    ``step_loss(batch, weight)`` returns the loss to differentiate and its named parts; the
+    parts are summed as ``value * weight`` (so summing the sums over workers gives the sum
+    over global batches of the global batch means). Returns ``(sums, n_batches)``.
+    """
+    sums: dict[str, float] = {}
+    n_batches = 0
+    for batch, weight in batches:
+        loss, parts = step_loss(batch, weight)
+        params_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        params_opt.step()
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + (v if weight == 1.0 else v * weight)
+        n_batches += 1
+    return sums, n_batches
+
+
+@dataclass
+class BestTracker:
+    """Early-stopping bookkeeping: best validation score/epoch/metrics/state, bad rounds."""
+
+    stop_metric: str
+    best_score: float = -np.inf
+    best_epoch: int = -1
+    best_valid: dict[str, float] = field(default_factory=dict)
+    best_state: dict[str, Any] | None = None
+    bad_rounds: int = 0
+
+    def update(self, valid: dict[str, float], epoch: int, model: Recommender | None) -> float:
+        """Record a validation; keep ``model``'s state if it is the best so far."""
+        score = valid[self.stop_metric]
+        if score > self.best_score:
+            self.best_score, self.best_epoch, self.best_valid = score, epoch, valid
+            if model is not None:
+                self.best_state = copy.deepcopy(model.state_dict())
+            self.bad_rounds = 0
+        else:
+            self.bad_rounds += 1
+        return score
+
+    def stop_reason(self, spec: TrainSpec, epoch: int, train_seconds: float) -> str | None:
+        if self.bad_rounds >= spec.patience and epoch >= spec.min_epochs:
+            return f"no {spec.stop_metric} improvement for {spec.patience} validations"
+        if spec.max_seconds is not None and train_seconds >= spec.max_seconds:
+            return f"time budget {spec.max_seconds}s"
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: copy.deepcopy(getattr(self, k)) for k in
+                ("stop_metric", "best_score", "best_epoch", "best_valid", "best_state",
+                 "bad_rounds")}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
+
+
+def is_eval_epoch(spec: TrainSpec, epoch: int) -> bool:
+    return epoch % spec.eval_every == 0 or epoch == spec.epochs
+
+
+def epoch_row(epoch: int, train_seconds: float, sums: dict[str, float], n_batches: int) -> dict:
+    return {
+        "epoch": epoch,
+        "train_seconds": train_seconds,
+        **{f"train/{k}": v / max(n_batches, 1) for k, v in sums.items()},
+    }
 
 
 def train_model(
@@ -80,13 +184,12 @@ def train_model(
         torch.set_num_threads(spec.num_threads)
     rng = np.random.default_rng(seed)
     history: list[dict[str, float]] = []
-    best_score, best_epoch, best_valid = -np.inf, -1, {}
-    best_state = copy.deepcopy(model.state_dict())
-    train_seconds, bad_rounds, stop_reason, epoch = 0.0, 0, "epochs", 0
+    tracker = BestTracker(spec.stop_metric, best_state=copy.deepcopy(model.state_dict()))
+    train_seconds, stop_reason, epoch = 0.0, "epochs", 0
 
     if not model.trainable or spec.epochs == 0:
-        best_valid = evaluator.evaluate(model, "valid")
-        best_epoch, stop_reason = 0, "nothing to train"
+        tracker.best_valid = evaluator.evaluate(model, "valid")
+        tracker.best_epoch, stop_reason = 0, "nothing to train"
     else:
         sampler = NegativeSampler(data.n_items, data.train)
         opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=spec.lr)
@@ -95,45 +198,28 @@ def train_model(
             model.train()
             model.on_epoch_start(epoch)
             t0 = time.perf_counter()
-            sums: dict[str, float] = {}
-            n_batches = 0
-            for batch in iterate_batches(data, sampler, spec.batch_size, rng, device):
-                loss, parts = model.training_loss(batch, epoch)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                for k, v in parts.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                n_batches += 1
+            sums, n_batches = train_epoch(
+                lambda b, _w, ep=epoch: model.training_loss(b, ep), opt,
+                shard_batches(data, sampler, spec.batch_size, rng, device),
+            )
             train_seconds += time.perf_counter() - t0
-            row: dict[str, float] = {
-                "epoch": epoch,
-                "train_seconds": train_seconds,
-                **{f"train/{k}": v / max(n_batches, 1) for k, v in sums.items()},
-            }
-            if epoch % spec.eval_every == 0 or epoch == spec.epochs:
+            row = epoch_row(epoch, train_seconds, sums, n_batches)
+            if is_eval_epoch(spec, epoch):
                 valid = evaluator.evaluate(model, "valid", buckets=False)
                 row.update({f"valid/{k}": v for k, v in valid.items()})
-                score = valid[spec.stop_metric]
-                if score > best_score:
-                    best_score, best_epoch, best_valid = score, epoch, valid
-                    best_state = copy.deepcopy(model.state_dict())
-                    bad_rounds = 0
-                else:
-                    bad_rounds += 1
-                bar.set_postfix({spec.stop_metric: f"{score:.4f}", "best": best_epoch})
+                score = tracker.update(valid, epoch, model)
+                bar.set_postfix({spec.stop_metric: f"{score:.4f}", "best": tracker.best_epoch})
             history.append(row)
             if on_epoch is not None:
                 on_epoch(epoch, row, model)
-            if bad_rounds >= spec.patience and epoch >= spec.min_epochs:
-                stop_reason = f"no {spec.stop_metric} improvement for {spec.patience} validations"
-                break
-            if spec.max_seconds is not None and train_seconds >= spec.max_seconds:
-                stop_reason = f"time budget {spec.max_seconds}s"
+            reason = tracker.stop_reason(spec, epoch, train_seconds)
+            if reason is not None:
+                stop_reason = reason
                 break
         bar.close()
-        model.load_state_dict(best_state)
-        best_valid = evaluator.evaluate(model, "valid")
+        model.load_state_dict(tracker.best_state)
+        tracker.best_valid = evaluator.evaluate(model, "valid")
+    best_epoch, best_valid = tracker.best_epoch, tracker.best_valid
     test = evaluator.evaluate(model, "test")
     log.info("stopped: %s; best epoch %d", stop_reason, best_epoch)
     return TrainResult(

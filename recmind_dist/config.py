@@ -93,6 +93,13 @@ class TrainSpec(_Spec):
     max_seconds: float | None = Field(None, gt=0, description="wall-time budget for training")
     device: str = "cpu"
     num_threads: int | None = Field(None, gt=0, description="torch threads (None: torch default)")
+    workers: int = Field(1, ge=1, description="Ray Train workers; 1 = single process")
+    mode: Literal["replicated", "partitioned"] = Field(
+        "replicated", description="replicated: Â and embeddings on every worker, edges sharded;"
+        " partitioned: each worker owns its rows of Â and of the embeddings (halo exchange)"
+    )
+    partitioner: Literal["metis", "random"] = Field("metis", description="partitioned mode")
+    max_failures: int = Field(1, ge=0, description="worker-group restarts from the last checkpoint")
 
 
 class EvalSpec(_Spec):

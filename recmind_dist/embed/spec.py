@@ -1,0 +1,100 @@
+"""Configuration of the frozen-LM embedding job."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class EmbedSpec(BaseModel):
+    """What to embed with, and how to spread it over a Ray cluster.
+
+    Every default is chosen for the 2-core, no-GPU laptop and stays sensible on a cluster.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(
+        None,
+        description="Local model directory or hub id. None = the bundled offline MiniLM "
+        "(sentence-transformers/all-MiniLM-L6-v2 weights): small (22M params, 384-d), strong "
+        "for short item/user texts and needs no network.",
+    )
+    pooling: Literal["auto", "mean", "last"] = Field(
+        "auto",
+        description="auto = 'last' for decoder LMs, 'mean' for encoders (how they were trained).",
+    )
+    normalize: bool = Field(
+        True, description="L2-normalise: cosine = dot product downstream, as MiniLM is trained.")
+    max_length: int = Field(
+        128, ge=2,
+        description="Token budget per text. Item texts are ~20 tokens and profiles ~80, so 128 "
+        "truncates almost nothing while bounding attention cost for stray long texts.")
+    batch_size: int = Field(
+        64, ge=1,
+        description="Texts per forward pass. 64 is sentence-transformers' default and near the "
+        "CPU throughput plateau for MiniLM; raise it on GPUs.")
+    dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        "float32", description="Compute dtype. float32 on CPU (half is slow or unsupported); "
+        "bfloat16/float16 are allowed on GPU.")
+    output_dtype: Literal["float32", "float16"] = Field(
+        "float32", description="Stored vector dtype. float16 halves the files for large "
+        "catalogues (normalised vectors lose ~1e-3 relative precision).")
+    num_replicas: int | Literal["auto"] = Field(
+        "auto",
+        description="Encoder actors. auto = one per GPU (divided by tensor_parallel) when "
+        "gpus_per_replica > 0, else one per whole CPU of the Ray cluster: on 2 cores that is 2 "
+        "single-threaded actors, which beat one 2-thread process on small matmuls.")
+    cpus_per_replica: float = Field(
+        0.5, gt=0,
+        description="Ray CPUs reserved per actor. 0.5 (not 1) so two actors on a 2-CPU node "
+        "leave room for Ray Data's read tasks; at 1.0 the job deadlocks there (STACK-NOTES).")
+    gpus_per_replica: float = Field(
+        0, ge=0, description="Ray GPUs per actor; 0 = CPU. Set 1 on GPU clusters.")
+    tensor_parallel: int = Field(
+        1, ge=1,
+        description="DeepSpeed AutoTP degree per replica. 1 = whole model per replica (MiniLM "
+        "needs nothing else). >1 only for LMs that do not fit one device.")
+    torch_threads: int | None = Field(
+        None, ge=1,
+        description="torch.set_num_threads per actor. None = max(1, round(cpus_per_replica)), "
+        "i.e. 1 thread per 0.5-CPU actor so actors do not oversubscribe cores.")
+    shard_rows: int = Field(
+        2048, ge=1,
+        description="Rows per output shard (unit of resume). 2048 MiniLM texts take ~10 s on "
+        "one CPU core: losing one shard on a crash is cheap, and 100k items make ~50 files.")
+    block_rows: int | None = Field(
+        None, ge=1,
+        description="Rows per Ray Data input block (load balancing across actors). None = "
+        "4 * batch_size: small enough that every actor gets work, large enough that "
+        "within-block length sorting removes most padding.")
+    max_texts: int | None = Field(
+        None, ge=1,
+        description="Embed only the first N texts (by id) of each kind: quick smoke runs.")
+
+    @model_validator(mode="after")
+    def _check(self) -> EmbedSpec:
+        if self.tensor_parallel > 1 and self.gpus_per_replica not in (0, self.tensor_parallel):
+            raise ValueError("with tensor_parallel > 1 leave gpus_per_replica 0 (CPU) or set it "
+                             "to tensor_parallel (GPUs spanned by one replica)")
+        return self
+
+    @property
+    def threads(self) -> int:
+        """Torch threads per replica."""
+        return self.torch_threads or max(1, round(self.cpus_per_replica))
+
+    @property
+    def rows_per_block(self) -> int:
+        """Ray Data input rows per block."""
+        return self.block_rows or 4 * self.batch_size
+
+    def fingerprint(self, model_id: str) -> str:
+        """Hash of everything that changes the vectors (not how they are scheduled)."""
+        keys = {"model": model_id, "pooling": self.pooling, "normalize": self.normalize,
+                "max_length": self.max_length, "dtype": self.dtype,
+                "output_dtype": self.output_dtype}
+        return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from recmind_dist.data.split import SplitSpec
 from recmind_dist.embed.spec import EmbedSpec
@@ -71,11 +71,103 @@ class LightGCNSpec(_Spec):
     reg: float = Field(1e-4, ge=0, description="λ of the L2 term on layer-0 batch embeddings")
 
 
+class RecMindSpec(_Spec):
+    """RecMind (see :mod:`recmind_dist.models.recmind` for the equations). Defaults: the
+    LightGCN backbone settings of ``configs/ml100k_lightgcn.yaml`` (so the two compare at
+    equal capacity) plus the choices below."""
+
+    name: Literal["recmind"] = "recmind"
+    dim: int = Field(64, gt=0, description="ID/graph/language view size (= LightGCN's)")
+    layers: int = Field(3, ge=0, description="propagation layers L (= LightGCN's)")
+    reg: float = Field(
+        1e-4, ge=0, description="λ of LightGCN's L2 term on the batch's layer-0 rows (same value)"
+    )
+    variant: Literal["full", "no_align", "late_fusion", "fixed_gate", "llm_only", "no_warmup"] = (
+        Field("full", description="ablation: full model, or which part is removed/replaced")
+    )
+    tau: float = Field(
+        0.2, gt=0,
+        description="InfoNCE temperature on cosine similarities; 0.2 is the usual value for "
+        "graph contrastive learning (SGL, SimGCL) — lower over-weights hard negatives that are "
+        "often false negatives in small catalogues",
+    )
+    lambda_align: float = Field(
+        0.1, ge=0,
+        description="weight of the alignment loss after warm-up; 0.1 keeps the InfoNCE "
+        "gradient (loss ~log B) below BPR's so it regularises rather than dominates",
+    )
+    warmup_epochs: int = Field(
+        3, ge=0,
+        description="alignment-only epochs T_w before joint BPR + λ·align; a few epochs pull "
+        "the ID table towards the text geometry without delaying BPR much (early stopping "
+        "patience is 30 validations)",
+    )
+    queue_size: int = Field(
+        1024, ge=0,
+        description="keys per MoCo queue (one per node type and view); 1024 roughly doubles "
+        "the ~700-900 in-batch negatives of a 2048-edge ml-100k batch without the queue "
+        "being mostly stale copies of the same nodes; 0 = in-batch negatives only",
+    )
+    momentum: float = Field(
+        0.99, ge=0, le=1,
+        description="EMA of the key projection; 0.99 (time constant ~100 steps, ~4 epochs on "
+        "ml-100k) suits runs of a few thousand steps (MoCo's 0.999 is for ~10^5 steps)",
+    )
+    adapter_hidden: int = Field(
+        128, ge=0,
+        description="hidden width of the residual adapter MLP over the frozen LM vector "
+        "(0 = linear W_proj only); 128 adds ~57k parameters for 384-d MiniLM vectors",
+    )
+    gate_init: float = Field(
+        0.1, gt=0, lt=1,
+        description="initial γ = σ(b) of the learned gate (weights start at 0): training "
+        "starts close to LightGCN and the gate learns where language helps",
+    )
+    fixed_gamma: float = Field(
+        0.1, ge=0, le=1,
+        description="constant γ of variant=fixed_gate (= the learned gate's start); "
+        "0 reduces RecMind exactly to LightGCN",
+    )
+    late_fusion: Literal["concat", "mean"] = Field(
+        "concat",
+        description="variant=late_fusion: h = [g ‖ z] (scores add a text dot product) or "
+        "(g + z)/2",
+    )
+    fallback: Literal["mlp", "zero"] = Field(
+        "mlp",
+        description="z of nodes without text: an MLP over [ID embedding ‖ normalised "
+        "degree] (mlp) or the zero vector (zero: such nodes are plain LightGCN nodes)",
+    )
+    fallback_hidden: int = Field(64, gt=0, description="hidden width of the fallback MLP")
+    align_view: Literal["graph", "fused"] = Field(
+        "graph",
+        description="graph side of the alignment: mean of un-fused layer states E^l (graph: "
+        "no direct copy of the node's own z, so the gate cannot trivially satisfy the loss) "
+        "or the final fused h",
+    )
+    encoder: Literal["precomputed"] = Field(
+        "precomputed",
+        description="z from vectors precomputed by the embedding job (frozen LM) + trainable "
+        "adapter. End-to-end LoRA through the LM is not implemented (every step needs z of "
+        "all nodes for propagation: ~2.6k LM forwards+backwards per step on ml-100k)",
+    )
+    features_backend: Literal["local", "ray"] = Field(
+        "local",
+        description="embedding-job backend for the node texts: local (in-process, best for "
+        "a few thousand texts) or ray (Ray Data actor pool)",
+    )
+    features_cache: Path | None = Field(
+        None, description="feature cache root; None = <data.cache_dir>/features"
+    )
+
+
 class PopularitySpec(_Spec):
     name: Literal["popularity"] = "popularity"
 
 
-ModelSpec = Annotated[MFSpec | LightGCNSpec | PopularitySpec, Field(discriminator="name")]
+ModelSpec = Annotated[
+    MFSpec | LightGCNSpec | PopularitySpec | RecMindSpec, Field(discriminator="name")
+]
 
 
 class TrainSpec(_Spec):
@@ -128,6 +220,17 @@ class JobSpec(_Spec):
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     text: TextSpec = Field(default_factory=TextSpec)
     embed: EmbedSpec = Field(default_factory=EmbedSpec)
+
+    @model_validator(mode="after")
+    def _stop_metric_is_computed(self) -> JobSpec:
+        valid = {f"{m}_at_{k}" for m in ("recall", "ndcg", "precision", "hit", "mrr")
+                 for k in self.eval.ks}  # fmt: skip
+        if self.train.stop_metric not in valid:
+            raise ValueError(
+                f"train.stop_metric {self.train.stop_metric!r} is not computed with eval.ks="
+                f"{self.eval.ks}; use one of {sorted(valid)}"
+            )
+        return self
 
     def fingerprint(self) -> str:
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)

@@ -24,7 +24,7 @@ from recmind_dist.errors import InputError
 from recmind_dist.eval.evaluator import SplitEvaluator
 from recmind_dist.eval.ranking import rank_topk
 from recmind_dist.models.base import Recommender
-from recmind_dist.models.factory import build_model
+from recmind_dist.models.factory import build_model, needs_features
 from recmind_dist.train.loop import TrainResult, seed_everything, state_for_checkpoint, train_model
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,36 @@ def prepare(spec: JobSpec) -> tuple[Dataset, SplitData]:
     return dataset, data
 
 
+def model_features(spec: JobSpec, dataset: Dataset, data: SplitData):  # noqa: ANN201
+    """Node text features when ``spec.model`` needs them (RecMind), else None.
+
+    Computed once by the embedding job and cached under ``model.features_cache`` (default
+    ``<data.cache_dir>/features``), keyed by dataset checksum, split key, text and embed spec.
+    """
+    if not needs_features(spec.model):
+        return None
+    from recmind_dist.models.features import node_text_features
+
+    root = spec.model.features_cache or Path(spec.data.cache_dir) / "features"
+    return node_text_features(dataset, data, spec.text, spec.embed, root,
+                              backend=spec.model.features_backend)
+
+
+def log_gate_probe(model: Recommender, spec: JobSpec) -> dict[str, float]:
+    """Log a gated model's probe (γ per degree bucket and layer) as metrics, JSON and PNG."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        png = Path(tmp) / "gate_vs_degree.png"
+        probe = model.gate_probe(spec.eval.cold_degree, spec.eval.head_fraction, png)
+        if probe:
+            tracking.log_metrics(probe)
+            tracking.log_json(probe, "gate_probe.json")
+        if png.exists():
+            tracking.log_file(png, "plots")
+    return probe
+
+
 @dataclass
 class RunOutcome:
     run_id: str
@@ -104,21 +134,32 @@ def run_training(spec: JobSpec, progress: bool = True) -> RunOutcome:
     seed_everything(spec.seed)
     dataset, data = prepare(spec)
     device = torch.device(spec.train.device)
-    model = build_model(spec.model, data, device)
+    features = model_features(spec, dataset, data)
+    model = build_model(spec.model, data, device, features)
     evaluator = SplitEvaluator(data, spec.eval)
     tags = {"dataset_checksum": str(dataset.checksum), "split_key": data.key,
             "dataset_source": str(dataset.meta.get("source", ""))}  # fmt: skip
     with tracking.mlflow_run(spec, tags) as run:
         tracking.log_metrics({f"data/{k}": v for k, v in data.summary().items()})
+        if features is not None:
+            tracking.log_metrics({f"features/{k}": v for k, v in features.summary().items()})
 
         def on_epoch(epoch: int, row: dict[str, float], _: Recommender) -> None:
             tracking.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
 
-        result = train_model(model, data, spec.train, evaluator, spec.seed, on_epoch, progress)
+        if spec.train.workers > 1:  # Ray Train workers (recmind_dist.train.distributed)
+            from recmind_dist.train.distributed import train_for_pipeline
+
+            result = train_for_pipeline(spec, data, model, run.info.run_id)
+        else:
+            result = train_model(model, data, spec.train, evaluator, spec.seed, on_epoch, progress)
         metrics = final_metrics(result)
-        tracking.log_metrics(metrics)
+        # logged one step after the last epoch: the series' last point is the best checkpoint's
+        tracking.log_metrics(metrics, step=result.epochs_run + 1)
         tracking.log_json(metrics, "metrics.json")
         tracking.log_json(result.history, "history.json")
+        if hasattr(model, "gate_probe"):
+            log_gate_probe(model, spec)
         if spec.tracking.log_checkpoint and model.trainable:
             tracking.log_torch(state_for_checkpoint(model), "model.pt")
         tracking.log_text(result.stop_reason, "stop_reason.txt")
@@ -138,8 +179,8 @@ def load_run(run_id: str, tracking_uri: str | None = None) -> tuple[JobSpec, Spl
         raise InputError("--run", "run_id", f"no such MLflow run or no job spec: {exc}") from None
     spec = parse_spec(yaml.safe_load(spec_path.read_text()), f"run {run_id}/job_spec.yaml")
     seed_everything(spec.seed)
-    _, data = prepare(spec)
-    model = build_model(spec.model, data, "cpu")
+    dataset, data = prepare(spec)
+    model = build_model(spec.model, data, "cpu", model_features(spec, dataset, data))
     if model.trainable:
         ckpt = tracking.download_artifact(run_id, "checkpoint/model.pt")
         model.load_state_dict(torch.load(ckpt, map_location="cpu"))

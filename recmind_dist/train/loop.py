@@ -60,8 +60,9 @@ def shard_batches(
     sub-batch's share ``n_r / n_k`` of the global batch: a mean-type loss scaled by
     ``weight * world`` and averaged over workers (DDP) has the gradient of the global batch's
     mean loss, so N workers follow the single-process trajectory up to float round-off.
-    With ``world > 1``, a final global batch smaller than ``world`` is dropped (a worker
-    would get no edges). With ``world == 1`` this is :func:`iterate_batches` with weight 1.
+    With ``world > 1`` every sub-batch has the same size: the last global batch drops its
+    ``n % world`` trailing edges (cross-worker all-gathers need equal shapes, and the weight
+    is then always ``1/world``). With ``world == 1`` this is :func:`iterate_batches`.
     """
     order = rng.permutation(len(data.train))
     users_all = data.train[order, 0]
@@ -70,8 +71,10 @@ def shard_batches(
     for start in range(0, len(order), batch_size):
         stop = min(start + batch_size, len(order))
         n_global = stop - start
-        if world > 1 and n_global < world:
-            break
+        if world > 1:
+            n_global -= n_global % world  # equal sub-batches (all-gathers need equal shapes)
+            if n_global == 0:
+                break
         lo = start + (n_global * rank) // world
         hi = start + (n_global * (rank + 1)) // world
         sl = slice(lo, hi)

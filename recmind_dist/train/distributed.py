@@ -1,0 +1,457 @@
+"""Distributed training on Ray Train + torch.distributed (gloo on CPU, NCCL on GPU).
+
+``train_distributed(spec, data)`` runs ``spec.train.workers`` Ray Train workers with the same
+model code as :func:`recmind_dist.train.loop.train_model`:
+
+* **replicated** (``train.mode: replicated``): every worker builds the full model (Â and the
+  embedding table) with the run seed; DDP broadcasts rank 0's parameters and all-reduces
+  gradients. Every worker draws the same seeded permutation and negatives
+  (:func:`~recmind_dist.train.loop.shard_batches`) and trains on its disjoint slice of each
+  global batch, the loss scaled by its share of the batch, so the N-worker trajectory is the
+  single-process one up to float round-off (with 1 worker: equal).
+* **partitioned** (``train.mode: partitioned``): nodes are split with METIS (or at random,
+  ``train.partitioner``); each worker owns its rows of Â and of the embedding table, gathers
+  the halo every layer and fetches the batch rows it does not own, all with differentiable
+  collectives (:mod:`recmind_dist.graph.partitioned`). Adam is per element, so this too
+  follows the single-process trajectory.
+
+Rank 0 evaluates on validation, decides early stopping (broadcast to all), logs per-epoch
+metrics to MLflow (train terms all-reduced over workers) and reports a checkpoint every
+epoch (model, optimiser, sampler RNG, torch RNG, epoch, early-stopping state incl. the best
+parameters, history) with ``ray.train.report``. ``FailureConfig(max_failures)`` restarts the
+worker group after a crash; workers resume from ``ray.train.get_checkpoint()``.
+
+Test hook: ``RECMIND_TRAIN_FAIL_AT_EPOCH=k`` (with ``RECMIND_TRAIN_FAIL_MARKER=path``, and
+optionally ``RECMIND_TRAIN_FAIL_RANK``, default the last rank) makes that worker
+``os._exit(1)`` after its first batch of epoch ``k``, once: the marker file records that it
+happened. The variables are read by the driver and passed to the workers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from recmind_dist.config import JobSpec
+from recmind_dist.data.split import SplitData
+from recmind_dist.models.base import Batch, Recommender
+from recmind_dist.train.loop import (
+    BestTracker,
+    TrainResult,
+    epoch_row,
+    is_eval_epoch,
+    seed_everything,
+    shard_batches,
+    state_for_checkpoint,
+    train_epoch,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["train_distributed", "DistributedOutcome", "FAIL_AT_EPOCH_ENV", "FAIL_MARKER_ENV",
+           "FAIL_RANK_ENV"]
+
+FAIL_AT_EPOCH_ENV = "RECMIND_TRAIN_FAIL_AT_EPOCH"
+FAIL_MARKER_ENV = "RECMIND_TRAIN_FAIL_MARKER"
+FAIL_RANK_ENV = "RECMIND_TRAIN_FAIL_RANK"
+_STATE = "state.pt"
+_RESULT = "result.json"
+
+
+@dataclass
+class DistributedOutcome:
+    result: TrainResult
+    state_dict: dict[str, torch.Tensor] | None  # best parameters (replicated: full model)
+    checkpoint_path: str | None
+    restarts: int = 0
+
+
+class _LossModule(nn.Module):
+    """DDP needs ``forward``: route it to the model's ``training_loss``."""
+
+    def __init__(self, model: Recommender) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Batch, epoch: int):  # noqa: ANN201
+        return self.model.training_loss(batch, epoch)
+
+
+def _fault_from_env() -> dict[str, Any] | None:
+    epoch = os.environ.get(FAIL_AT_EPOCH_ENV)
+    if not epoch:
+        return None
+    marker = os.environ.get(FAIL_MARKER_ENV)
+    if not marker:
+        raise ValueError(f"{FAIL_AT_EPOCH_ENV} needs {FAIL_MARKER_ENV} (a marker file path)")
+    rank = os.environ.get(FAIL_RANK_ENV)
+    return {"epoch": int(epoch), "marker": marker, "rank": None if rank is None else int(rank)}
+
+
+def _with_fault(batches, fault: dict | None, epoch: int, rank: int, world: int):  # noqa: ANN001, ANN202
+    """Pass batches through; the test hook kills this worker after one batch, once."""
+    die_rank = None if fault is None else (world - 1 if fault["rank"] is None else fault["rank"])
+    for i, item in enumerate(batches):
+        if (die_rank == rank and fault["epoch"] == epoch and i == 1
+                and not Path(fault["marker"]).exists()):  # fmt: skip
+            Path(fault["marker"]).write_text(f"killed rank {rank} at epoch {epoch}\n")
+            log.warning("test hook: rank %d exits at epoch %d", rank, epoch)
+            os._exit(1)
+        yield item
+
+
+class _MlflowLogger:
+    """Per-epoch metrics into an existing run (rank 0 only); no-op without a run id."""
+
+    def __init__(self, run_id: str | None, uri: str | None) -> None:
+        self.client = None
+        self.run_id = run_id
+        if run_id:
+            from mlflow.tracking import MlflowClient
+
+            logging.getLogger("mlflow").setLevel(logging.WARNING)
+            logging.getLogger("alembic").setLevel(logging.WARNING)
+            self.client = MlflowClient(tracking_uri=uri)
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        if self.client is None:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        rows = [Metric(k, float(v), now, step) for k, v in metrics.items() if v == v]
+        self.client.log_batch(self.run_id, metrics=rows)
+
+
+def _save_checkpoint(state: dict[str, Any], extra_json: dict | None = None):  # noqa: ANN202
+    from ray.train import Checkpoint
+
+    d = tempfile.mkdtemp(prefix="recmind-ckpt-")
+    torch.save(state, Path(d) / _STATE)
+    if extra_json is not None:
+        (Path(d) / _RESULT).write_text(json.dumps(extra_json, default=float))
+    return d, Checkpoint.from_directory(d)
+
+
+def _report(metrics: dict[str, Any], state: dict[str, Any] | None, rank: int,
+            extra_json: dict | None = None) -> None:
+    import shutil
+
+    import ray.train
+
+    if rank == 0 and state is not None:
+        d, ckpt = _save_checkpoint(state, extra_json)
+        try:
+            ray.train.report(metrics, checkpoint=ckpt)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+    else:
+        ray.train.report(metrics, checkpoint=None)
+
+
+def _broadcast(obj: Any) -> Any:
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _worker_loop(cfg: dict[str, Any]) -> None:  # noqa: C901 (one training loop)
+    import ray
+    import ray.train
+    import torch.distributed as dist
+
+    from recmind_dist.eval.evaluator import SplitEvaluator
+    from recmind_dist.models.factory import build_model
+    from recmind_dist.sampling import NegativeSampler
+    from recmind_dist.train.collectives import all_reduce_sum
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    spec = JobSpec.model_validate(cfg["spec"])
+    ts = spec.train
+    data: SplitData = cfg["data"]
+    if isinstance(data, ray.ObjectRef):
+        data = ray.get(data)
+    if ts.device.startswith("cuda"):
+        import ray.train.torch
+
+        device = ray.train.torch.get_device()
+    else:
+        device = torch.device("cpu")
+    if ts.num_threads:
+        torch.set_num_threads(ts.num_threads)
+
+    seed_everything(spec.seed)
+    partitioned = ts.mode == "partitioned" and world > 1
+    init = cfg.get("model")
+    if isinstance(init, ray.ObjectRef):
+        init = ray.get(init)
+    if partitioned:
+        from recmind_dist.graph.partitioned import build_partitioned_model
+
+        plan = cfg["partition"]
+        if isinstance(plan, ray.ObjectRef):
+            plan = ray.get(plan)
+        model = build_partitioned_model(spec, data, plan, rank, device, init)
+    elif init is not None:  # the driver's model: same code, same initial parameters
+        model = init.to(device)
+    else:
+        model = build_model(spec.model, data, device)
+    del init
+    net = None
+    _wire_gather_hook(model)
+    evaluator = SplitEvaluator(data, spec.eval) if rank == 0 else None
+    logger = _MlflowLogger(cfg.get("mlflow_run_id"), cfg.get("tracking_uri")) if rank == 0 else None
+
+    rng = np.random.default_rng(spec.seed)
+    tracker = BestTracker(ts.stop_metric, best_state=state_for_checkpoint(model))
+    history: list[dict[str, float]] = []
+    train_seconds, stop_reason, start_epoch, restarts = 0.0, "epochs", 1, 0
+    trainable = model.trainable and ts.epochs > 0
+    opt = None
+    if trainable:
+        if not partitioned and world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            net = DistributedDataParallel(
+                _LossModule(model), device_ids=[device.index] if device.type == "cuda" else None
+            )
+        opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=ts.lr)
+
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            st = torch.load(Path(d) / _STATE, map_location=device, weights_only=False)
+        piece = st["pieces"][rank if st["partitioned"] else 0]
+        model.load_state_dict(piece["model"])
+        if opt is not None and piece.get("opt") is not None:
+            opt.load_state_dict(piece["opt"])
+        tracker.load_state_dict({**st["tracker"], "best_state": piece["best_state"]})
+        rng.bit_generator.state = st["rng"]
+        torch.set_rng_state(st["torch_rng"])
+        history = st["history"]
+        train_seconds = st["train_seconds"]
+        start_epoch = st["epoch"] + 1
+        restarts = st.get("restarts", 0) + 1
+        stop_reason = st.get("stop_reason") or "epochs"
+        if rank == 0:
+            log.warning("resumed from checkpoint after epoch %d", st["epoch"])
+        if st.get("stopped"):
+            start_epoch = ts.epochs + 1  # the run had finished its loop
+
+    def snapshot(epoch: int, stopped: bool) -> dict[str, Any] | None:
+        """Rank 0: the checkpoint; partitioned: every rank's own rows gathered to rank 0."""
+        tr = tracker.state_dict()
+        piece = {
+            "model": state_for_checkpoint(model),
+            "opt": opt.state_dict() if opt is not None else None,
+            "best_state": tr.pop("best_state"),
+        }
+        if partitioned:
+            pieces: list[Any] | None = [None] * world if rank == 0 else None
+            dist.gather_object(piece, pieces, dst=0)
+        else:
+            pieces = [piece]
+        if rank != 0:
+            return None
+        return {
+            "pieces": pieces,
+            "partitioned": partitioned,
+            "world": world,
+            "rng": rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "tracker": tr,
+            "history": history,
+            "train_seconds": train_seconds,
+            "epoch": epoch,
+            "stop_reason": stop_reason,
+            "stopped": stopped,
+            "restarts": restarts,
+        }
+
+    epoch = start_epoch - 1
+    if not trainable:
+        stop_reason = "nothing to train"
+    else:
+        sampler = NegativeSampler(data.n_items, data.train)
+        for epoch in range(start_epoch, ts.epochs + 1):
+            model.train()
+            model.on_epoch_start(epoch)
+            t0 = time.perf_counter()
+            ep = epoch
+
+            def step(batch: Batch, weight: float, ep: int = ep):  # noqa: ANN202
+                if net is not None:
+                    loss, parts = net(batch, ep)
+                else:
+                    loss, parts = model.training_loss(batch, ep)
+                scale = weight * world
+                return (loss if scale == 1.0 else loss * scale), parts
+
+            batches = shard_batches(data, sampler, ts.batch_size, rng, device, rank, world)
+            sums, n_batches = train_epoch(
+                step, opt, _with_fault(batches, cfg.get("fault"), epoch, rank, world)
+            )
+            keys = sorted(sums)
+            totals = all_reduce_sum([sums[k] for k in keys], device)
+            sums = dict(zip(keys, totals, strict=True))
+            train_seconds += time.perf_counter() - t0
+            row = epoch_row(epoch, train_seconds, sums, n_batches)
+            valid, reason = None, None
+            if is_eval_epoch(ts, epoch):
+                if partitioned:
+                    model.gather_for_eval()  # collective: every rank takes part
+                if rank == 0:
+                    valid = evaluator.evaluate(model, "valid", buckets=False)
+                    row.update({f"valid/{k}": v for k, v in valid.items()})
+                    tracker.update(valid, epoch, model)
+            if rank == 0:
+                reason = tracker.stop_reason(ts, epoch, train_seconds)
+                history.append(row)
+                logger.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+            valid, reason = _broadcast((valid, reason))
+            if rank != 0 and valid is not None:
+                tracker.update(valid, epoch, model)  # same decision; keeps own best rows
+            if reason is not None:
+                stop_reason = reason
+            _report({"epoch": epoch, **row}, snapshot(epoch, reason is not None), rank)
+            if reason is not None:
+                break
+
+    # final: best parameters, full validation and test metrics on rank 0
+    if trainable and tracker.best_state is not None:
+        model.load_state_dict(tracker.best_state)
+    full_state = None
+    if partitioned:
+        full_state = model.gather_for_eval(full_state=True)  # collective
+    final_state = snapshot(epoch, True)
+    extra = None
+    if rank == 0:
+        best_valid = evaluator.evaluate(model, "valid")
+        test = evaluator.evaluate(model, "test")
+        best_epoch = tracker.best_epoch if trainable else 0
+        result = TrainResult(best_epoch, best_valid, test, history, train_seconds, epoch,
+                             stop_reason)  # fmt: skip
+        extra = {"result": asdict(result), "restarts": restarts, "world": world}
+        final_state["final_model"] = full_state if partitioned else state_for_checkpoint(model)
+    _report({"epoch": epoch, "final": 1}, final_state, rank, extra)
+    if world > 1:
+        dist.barrier()
+
+
+def _wire_gather_hook(model: Recommender) -> None:
+    """Cross-worker negatives: point a model's InfoNCE ``gather`` hook at the all-gather.
+
+    A model that computes ``symmetric_infonce(..., gather=self.gather)`` (RecMind) exposes a
+    ``gather`` attribute; here it becomes :func:`all_gather_autograd`, so the alignment
+    loss's negatives are every worker's batch (and its momentum queue holds gathered keys).
+    """
+    from recmind_dist.train.collectives import all_gather_autograd
+
+    if hasattr(model, "gather"):
+        model.gather = all_gather_autograd
+
+
+def default_storage_path() -> Path:
+    return Path(os.environ.get("RECMIND_RAY_STORAGE", "runs/ray_train")).resolve()
+
+
+def train_distributed(
+    spec: JobSpec,
+    data: SplitData,
+    *,
+    mlflow_run_id: str | None = None,
+    tracking_uri: str | None = None,
+    model: Recommender | None = None,
+    storage_path: str | Path | None = None,
+    run_name: str | None = None,
+    ray_address: str | None = None,
+    num_cpus: int | None = None,
+) -> DistributedOutcome:
+    """Train ``spec.model`` on ``data`` with ``spec.train.workers`` Ray Train workers.
+
+    ``model`` (optional) is the driver's freshly built model: workers start from a copy of it
+    (the same parameters as a single-process run; RecMind's text features included);
+    without it every worker builds ``spec.model`` after seeding with ``spec.seed``.
+    ``run_name`` + ``storage_path`` name the Ray Train run; re-running with the same pair
+    resumes from its latest checkpoint (Ray Train V2 semantics). Default: a fresh name.
+    """
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    import ray
+    from recmind_dist.embed.ray_runtime import ensure_ray
+
+    ts = spec.train
+    ensure_ray(ray_address, num_cpus=num_cpus)
+    use_gpu = ts.device.startswith("cuda")
+    cfg: dict[str, Any] = {
+        "spec": spec.model_dump(mode="json"),
+        "data": ray.put(data),
+        "mlflow_run_id": mlflow_run_id,
+        "tracking_uri": tracking_uri,
+        "fault": _fault_from_env(),
+        "model": None if model is None else ray.put(model.cpu()),
+    }
+    if ts.mode == "partitioned" and ts.workers > 1:
+        from recmind_dist.graph.partitioned import plan_partition
+
+        cfg["partition"] = ray.put(plan_partition(spec, data, ts.workers))
+    storage = Path(storage_path) if storage_path else default_storage_path()
+    name = run_name or f"{spec.name}-{mlflow_run_id or uuid.uuid4().hex[:12]}"
+    trainer = TorchTrainer(
+        _worker_loop,
+        train_loop_config=cfg,
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=ts.workers, use_gpu=use_gpu,
+                                     resources_per_worker=None if use_gpu else {"CPU": 1}),
+        run_config=RunConfig(
+            name=name, storage_path=str(storage),
+            failure_config=FailureConfig(max_failures=ts.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )  # fmt: skip
+    out = trainer.fit()
+    if out.checkpoint is None:
+        raise RuntimeError(f"distributed training produced no checkpoint (error: {out.error})")
+    with out.checkpoint.as_directory() as d:
+        info = json.loads((Path(d) / _RESULT).read_text())
+        st = torch.load(Path(d) / _STATE, map_location="cpu", weights_only=False)
+    result = TrainResult(**info["result"])
+    return DistributedOutcome(result, st["final_model"], out.checkpoint.path,
+                              info.get("restarts", 0))
+
+
+def train_for_pipeline(spec: JobSpec, data: SplitData, model: Recommender,
+                       mlflow_run_id: str | None) -> TrainResult:
+    """``pipeline.run_training``'s path for ``train.workers > 1``: train with Ray Train,
+    log per-epoch metrics from rank 0 into the active MLflow run, load the best parameters
+    into ``model`` (so the caller logs the same artefacts as a single-process run)."""
+    from recmind_dist import tracking
+
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    out = train_distributed(
+        spec, data, model=model, mlflow_run_id=mlflow_run_id,
+        tracking_uri=tracking.tracking_uri(spec.tracking),
+    )  # fmt: skip
+    if out.state_dict is not None and model.trainable:
+        model.load_state_dict(out.state_dict)
+    model.to(device)
+    if mlflow_run_id:
+        tracking.log_metrics({"dist/workers": spec.train.workers, "dist/restarts": out.restarts})
+    return out.result

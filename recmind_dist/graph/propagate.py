@@ -21,7 +21,13 @@ class _SymmetricSpMM(torch.autograd.Function):
 
 
 def propagate(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """One propagation step ``Â X`` (Â symmetric sparse CSR, X dense)."""
+    """One propagation step ``Â X`` (Â symmetric sparse CSR, X dense).
+
+    ``adj`` may also be a partitioned Â (:class:`recmind_dist.graph.partitioned.
+    PartitionedAdjacency`): then ``x`` is this worker's rows and the halo is exchanged.
+    """
+    if not isinstance(adj, torch.Tensor):
+        return adj.propagate(x)
     return _SymmetricSpMM.apply(adj, x)
 
 

@@ -300,7 +300,9 @@ def _worker_loop(cfg: dict[str, Any]) -> None:  # noqa: C901 (one training loop)
                     loss, parts = net(batch, ep)
                 else:
                     loss, parts = model.training_loss(batch, ep)
-                scale = weight * world
+                # replicated: DDP averages gradients over workers -> scale by share * world;
+                # partitioned: the exchanges' backward sums into the owners -> by share
+                scale = weight if partitioned else weight * world
                 return (loss if scale == 1.0 else loss * scale), parts
 
             batches = shard_batches(data, sampler, ts.batch_size, rng, device, rank, world)

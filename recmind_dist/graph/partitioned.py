@@ -1,0 +1,331 @@
+"""Partitioned propagation: each worker owns its rows of Â and of the embedding table.
+
+With a node partition ``parts`` (:mod:`recmind_dist.graph.partition`), worker ``r`` holds
+
+* ``own``: the global ids it owns (sorted) and ``x_own`` = their embedding rows;
+* ``Â_r``: its rows of Â, columns renumbered ``[own..., halo...]`` where ``halo`` are the
+  distinct remote neighbours, grouped by owner rank (plus Â_rᵀ for the backward pass);
+* ``send_idx[q]``: which of its own rows worker ``q`` needs (``q``'s halo from ``r``).
+
+One layer is ``y_own = Â_r [x_own; halo(x_own)]``. :class:`_Exchange` moves rows between
+workers with ``all_to_all_single`` and is differentiable: its backward sends the halo's
+gradient back to the owners, which add it onto their rows (``index_add``). So a worker keeps
+own rows + halo (+ the Adam state of its own rows), never the whole table, and the result
+equals single-process propagation up to float round-off (tests: 2 and 3 workers).
+
+:class:`PartitionedLightGCN` is :class:`recmind_dist.models.lightgcn.LightGCN` over a
+:class:`PartitionedAdjacency` (its ``layer_mean`` runs unchanged through
+:func:`recmind_dist.graph.propagate.lightgcn_layers`); a batch's rows are fetched from their
+owners with the same differentiable exchange.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from recmind_dist.graph.adjacency import to_torch_csr
+from recmind_dist.losses import bpr_loss, l2_batch
+from recmind_dist.models.base import Batch
+from recmind_dist.models.lightgcn import LightGCN
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LocalGraph", "split_graph", "PartitionedAdjacency", "exchange_rows",
+           "fetch_rows", "PartitionedLightGCN", "plan_partition", "build_partitioned_model"]
+
+
+@dataclass
+class LocalGraph:
+    """Worker ``rank``'s share of Â (numpy; picklable, built once by the driver)."""
+
+    rank: int
+    world: int
+    n_nodes: int
+    own: np.ndarray  # (n_own,) int64 global ids, sorted
+    indptr: np.ndarray  # CSR of Â_r: (n_own, n_own + n_halo), local columns
+    indices: np.ndarray
+    data: np.ndarray
+    halo: np.ndarray  # (n_halo,) global ids, grouped by owner rank
+    recv_counts: list[int]  # halo rows coming from each rank
+    send_idx: list[np.ndarray]  # own-row positions each rank needs from this one
+    parts: np.ndarray | None = None  # global node -> owner (for fetching batch rows)
+
+    @property
+    def n_own(self) -> int:
+        return len(self.own)
+
+    def nbytes(self) -> int:
+        arrays = [self.own, self.indptr, self.indices, self.data, self.halo, *self.send_idx]
+        return int(sum(a.nbytes for a in arrays))
+
+
+def split_graph(a_norm: sp.csr_matrix, parts: np.ndarray, world: int,
+                keep_parts: bool = True) -> list[LocalGraph]:
+    """Cut the normalised Â into ``world`` :class:`LocalGraph` s along ``parts``."""
+    a_norm = a_norm.tocsr()
+    n = a_norm.shape[0]
+    parts = np.asarray(parts, dtype=np.int32)
+    owns = [np.flatnonzero(parts == r).astype(np.int64) for r in range(world)]
+    pos_in_owner = np.empty(n, dtype=np.int64)  # global id -> row position at its owner
+    for r in range(world):
+        pos_in_owner[owns[r]] = np.arange(len(owns[r]))
+    halos, subs = [], []
+    for r in range(world):
+        sub = a_norm[owns[r]]
+        cols = sub.indices.astype(np.int64)
+        remote = np.unique(cols[parts[cols] != r])
+        halo = remote[np.argsort(parts[remote], kind="stable")]  # grouped by owner
+        local = np.empty(n, dtype=np.int64)  # only entries of own + halo are read
+        local[owns[r]] = np.arange(len(owns[r]))
+        local[halo] = len(owns[r]) + np.arange(len(halo))
+        subs.append((sub.indptr.astype(np.int64), local[cols], sub.data.astype(np.float32)))
+        halos.append(halo)
+        del local
+    out = []
+    for r in range(world):
+        halo = halos[r]
+        recv = [int((parts[halo] == q).sum()) for q in range(world)]
+        send = []
+        for q in range(world):
+            need = halos[q][parts[halos[q]] == r]  # q's halo rows owned by r (q's order)
+            send.append(pos_in_owner[need])
+        indptr, indices, data = subs[r]
+        out.append(LocalGraph(r, world, n, owns[r], indptr, indices, data, halo, recv, send,
+                              parts if keep_parts else None))  # fmt: skip
+    return out
+
+
+class _Exchange(torch.autograd.Function):
+    """Rows ``x[send_cat]`` go out by rank (``send_counts``), ``recv_counts`` rows come in;
+    backward: the reverse exchange, gradients index-added onto the sent rows."""
+
+    @staticmethod
+    def forward(ctx, x, send_cat, send_counts, recv_counts, group):  # noqa: ANN001, ANN205
+        ctx.save_for_backward(send_cat)
+        ctx.meta = (x.shape[0], send_counts, recv_counts, group)
+        out = x.new_empty((sum(recv_counts), x.shape[1]))
+        dist.all_to_all_single(out, x[send_cat].contiguous(), output_split_sizes=recv_counts,
+                               input_split_sizes=send_counts, group=group)  # fmt: skip
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        (send_cat,) = ctx.saved_tensors
+        n, send_counts, recv_counts, group = ctx.meta
+        back = grad.new_empty((sum(send_counts), grad.shape[1]))
+        dist.all_to_all_single(back, grad.contiguous(), output_split_sizes=send_counts,
+                               input_split_sizes=recv_counts, group=group)  # fmt: skip
+        gx = grad.new_zeros((n, grad.shape[1]))
+        gx.index_add_(0, send_cat, back)
+        return gx, None, None, None, None
+
+
+def exchange_rows(x: torch.Tensor, send_cat: torch.Tensor, send_counts: list[int],
+                  recv_counts: list[int], group: Any = None) -> torch.Tensor:
+    """Differentiable all-to-all of rows of ``x`` (see :class:`_Exchange`)."""
+    return _Exchange.apply(x, send_cat, list(send_counts), list(recv_counts), group)
+
+
+class _LocalSpMM(torch.autograd.Function):
+    """``Â_r @ x`` with the precomputed transpose for the backward pass."""
+
+    @staticmethod
+    def forward(ctx, adj, adj_t, x):  # noqa: ANN001, ANN205
+        ctx.adj_t = adj_t
+        return torch.sparse.mm(adj, x)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        return None, None, torch.sparse.mm(ctx.adj_t, grad.contiguous())
+
+
+class PartitionedAdjacency:
+    """Â_r of one worker plus its halo exchange plan; ``propagate(x_own) -> (Â x)_own``.
+
+    Stands in for the CSR tensor in :func:`recmind_dist.graph.propagate.propagate`.
+    ``halo_bytes`` counts the bytes this worker received in forward exchanges.
+    """
+
+    def __init__(self, lg: LocalGraph, device: torch.device | str = "cpu",
+                 group: Any = None) -> None:
+        self.lg, self.group, self.device = lg, group, torch.device(device)
+        n_cols = lg.n_own + len(lg.halo)
+        a = sp.csr_matrix((lg.data, lg.indices, lg.indptr), shape=(lg.n_own, n_cols))
+        self.adj = to_torch_csr(a, device)
+        self.adj_t = to_torch_csr(a.T.tocsr(), device)
+        del a
+        self.send_cat = torch.from_numpy(np.concatenate(lg.send_idx).astype(np.int64)).to(device)
+        self.send_counts = [len(s) for s in lg.send_idx]
+        self.recv_counts = list(lg.recv_counts)
+        self.halo_bytes = 0
+
+    def halo(self, x_own: torch.Tensor) -> torch.Tensor:
+        self.halo_bytes += sum(self.recv_counts) * x_own.shape[1] * x_own.element_size()
+        return exchange_rows(x_own, self.send_cat, self.send_counts, self.recv_counts,
+                             self.group)  # fmt: skip
+
+    def propagate(self, x_own: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([x_own, self.halo(x_own)], 0)
+        return _LocalSpMM.apply(self.adj, self.adj_t, x)
+
+
+def partitioned_layers(padj: PartitionedAdjacency, x0_own: torch.Tensor,
+                       n_layers: int) -> list[torch.Tensor]:
+    out = [x0_own]
+    for _ in range(n_layers):
+        out.append(padj.propagate(out[-1]))
+    return out
+
+
+def fetch_rows(x_own: torch.Tensor, ids: torch.Tensor, parts: torch.Tensor,
+               pos_in_owner: torch.Tensor, world: int, group: Any = None) -> torch.Tensor:
+    """Rows of the global table for global ``ids`` (any owner), differentiable: two
+    non-differentiable all-to-alls agree on who sends what, then :func:`exchange_rows`."""
+    owner = parts[ids]
+    order = torch.argsort(owner, stable=True)
+    want = pos_in_owner[ids[order]]  # positions at the owners
+    req_counts = torch.bincount(owner, minlength=world)
+    in_counts = torch.empty_like(req_counts)
+    dist.all_to_all_single(in_counts, req_counts, group=group)
+    req_counts_l, in_counts_l = req_counts.tolist(), in_counts.tolist()
+    asked = want.new_empty(sum(in_counts_l))
+    dist.all_to_all_single(asked, want, output_split_sizes=in_counts_l,
+                           input_split_sizes=req_counts_l, group=group)  # fmt: skip
+    got = exchange_rows(x_own, asked, in_counts_l, req_counts_l, group)
+    out = torch.empty_like(got)
+    out = out.index_copy(0, order, got)  # differentiable scatter back to request order
+    return out
+
+
+class PartitionedLightGCN(LightGCN):
+    """LightGCN whose table holds only this worker's rows and whose Â is partitioned.
+
+    Representations, loss and gradients equal the single-process LightGCN's (the layer mean
+    is :meth:`LightGCN.layer_mean`, unchanged). ``training_loss`` returns this worker's part
+    of the batch loss; the trainer scales it by the worker's share, and the backward
+    collectives deliver every row's gradient to its owner. Evaluation is centralised:
+    :meth:`gather_for_eval` (a collective) assembles the full representations on rank 0.
+    """
+
+    def __init__(self, n_users: int, n_items: int, lg: LocalGraph, dim: int, n_layers: int,
+                 reg: float, device: torch.device | str = "cpu",
+                 init_rows: torch.Tensor | None = None, seed: int = 0) -> None:
+        nn.Module.__init__(self)
+        self.n_users, self.n_items, self.n_layers, self.reg = n_users, n_items, n_layers, reg
+        self.lg, self.rank, self.world = lg, lg.rank, lg.world
+        self.adj = PartitionedAdjacency(lg, device)
+        self.embedding = nn.Embedding(lg.n_own, dim)
+        with torch.no_grad():
+            if init_rows is not None:
+                self.embedding.weight.copy_(init_rows)
+            else:
+                g = torch.Generator().manual_seed(seed * 1000 + lg.rank)
+                self.embedding.weight.copy_(torch.randn(lg.n_own, dim, generator=g) * 0.1)
+        parts = lg.parts
+        pos = np.empty(lg.n_nodes, dtype=np.int64)
+        for r in range(lg.world):
+            sel = np.flatnonzero(parts == r)
+            pos[sel] = np.arange(len(sel))
+        self._parts = torch.from_numpy(parts.astype(np.int64)).to(device)
+        self._pos = torch.from_numpy(pos).to(device)
+        self._full: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.to(device)
+
+    def fetch(self, x_own: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        return fetch_rows(x_own, ids, self._parts, self._pos, self.world)
+
+    def training_loss(self, batch: Batch, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        e0 = self.embedding.weight
+        h = self.layer_mean(e0)  # own rows; halo exchanges inside
+        nu = self.n_users
+        ids = torch.cat([batch.users, nu + batch.pos, nu + batch.neg])
+        rows = self.fetch(torch.cat([h, e0], 1), ids)
+        d = e0.shape[1]
+        hb, eb = rows[:, :d], rows[:, d:]
+        u, i, j = hb.chunk(3)
+        bpr = bpr_loss((u * i).sum(-1), (u * j).sum(-1))
+        reg = self.reg * l2_batch(*eb.chunk(3))
+        return bpr + reg, {"bpr": float(bpr.detach()), "reg": float(reg.detach())}
+
+    def _gather_full(self, x_own: torch.Tensor) -> torch.Tensor | None:
+        """The full table on rank 0 (None elsewhere), via padded ``dist.gather``."""
+        n_max = max(int((self.lg.parts == r).sum()) for r in range(self.world))
+        pad = x_own.new_zeros((n_max, x_own.shape[1]))
+        pad[: x_own.shape[0]] = x_own
+        bufs = [torch.empty_like(pad) for _ in range(self.world)] if self.rank == 0 else None
+        dist.gather(pad, bufs, dst=0)
+        if self.rank != 0:
+            return None
+        full = x_own.new_empty((self.lg.n_nodes, x_own.shape[1]))
+        for r in range(self.world):
+            sel = torch.from_numpy(np.flatnonzero(self.lg.parts == r))
+            full[sel] = bufs[r][: len(sel)]
+        return full
+
+    @torch.no_grad()
+    def gather_for_eval(self, full_state: bool = False) -> dict[str, torch.Tensor] | None:
+        """Collective: rank 0 caches the full representations for evaluation; with
+        ``full_state`` also returns the single-process LightGCN state dict (rank 0)."""
+        h = self.layer_mean(self.embedding.weight)
+        full_h = self._gather_full(h)
+        full_e = self._gather_full(self.embedding.weight) if full_state else None
+        if self.rank == 0:
+            self._full = (full_h[: self.n_users], full_h[self.n_users :])
+            if full_state:
+                return {"embedding.weight": full_e.cpu()}
+        return None
+
+    def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._full is None:
+            raise RuntimeError("call gather_for_eval() on every rank first (rank 0 only)")
+        return self._full
+
+
+def plan_partition(spec: Any, data: Any, world: int,
+                   cache_dir: str | Path | None = None) -> list[Any]:
+    """Driver side: partition the training graph and cut Â; returns one Ray object ref
+    per worker (each worker fetches only its own share)."""
+    import ray
+
+    from recmind_dist.graph.adjacency import bipartite_adjacency, normalize_symmetric
+    from recmind_dist.graph.partition import load_or_partition
+
+    a = bipartite_adjacency(data.n_users, data.n_items, data.train)
+    cache = cache_dir or Path(spec.data.cache_dir) / "partitions"
+    parts = load_or_partition(a, world, spec.train.partitioner, cache, seed=spec.seed)
+    graphs = split_graph(normalize_symmetric(a), parts, world)
+    return [ray.put(g) for g in graphs]
+
+
+def build_partitioned_model(spec: Any, data: Any, plan: Any, rank: int,
+                            device: torch.device | str, init: Any = None) -> PartitionedLightGCN:
+    """Worker side: this rank's :class:`PartitionedLightGCN` (LightGCN specs only).
+
+    ``init`` (the driver's single-process model, optional) supplies the initial rows, so the
+    run starts where a single-process run would."""
+    import ray
+
+    if spec.model.name != "lightgcn":
+        raise ValueError(f"train.mode=partitioned supports model.name=lightgcn, not "
+                         f"{spec.model.name!r} (use train.mode=replicated)")  # fmt: skip
+    lg = plan[rank] if isinstance(plan, list) else plan
+    if isinstance(lg, ray.ObjectRef):
+        lg = ray.get(lg)
+    init_rows = None
+    if init is not None:
+        init_rows = init.embedding.weight.detach()[torch.from_numpy(lg.own)].clone()
+    m = spec.model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return PartitionedLightGCN(data.n_users, data.n_items, lg, m.dim, m.layers, m.reg,
+                                   device, init_rows, spec.seed)  # fmt: skip

@@ -60,7 +60,7 @@ def ml100k_texts(dataset: Path | None) -> tuple[dict[str, pd.DataFrame], str]:
         texts, source = dataset_texts(dataset)
         return texts, f"ml-100k ({dataset}; user history: {source})"
     except Exception as e:  # noqa: BLE001 - benchmark falls back to synthetic texts
-        logging.warning("ml-100k unavailable (%s): using 2,625 synthetic texts", e)
+        logging.getLogger("embed_throughput").warning("ml-100k unavailable (%s): using 2,625 synthetic texts", e)
         syn = synthetic_texts(2625, seed=1)
         return {"items": syn.iloc[:1682].reset_index(drop=True),
                 "users": syn.iloc[1682:].reset_index(drop=True)}, "synthetic (ml-100k missing)"
@@ -89,10 +89,15 @@ def main() -> int:
     ap.add_argument("--block-rows", type=int, default=None)
     ap.add_argument("--shard-rows", type=int, default=2048)
     ap.add_argument("--num-cpus", type=int, default=2, help="local Ray CPUs")
+    ap.add_argument("--st-threads", type=int, default=None,
+                    help="torch threads for the sentence-transformers baseline (default: "
+                    "torch's default, all cores)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import torch
 
+    if args.st_threads:
+        torch.set_num_threads(args.st_threads)
     texts, source = ml100k_texts(args.dataset)
     order = [(k, i) for k in ("items", "users") for i in texts[k]["id"].tolist()]
     all_texts = [t for k in ("items", "users") for t in texts[k]["text"].tolist()]

@@ -414,6 +414,8 @@ def _run_ray(pending: list[_Shard], spec: EmbedSpec, model_id: str, dim: int, te
     missing = [key for key in w.by_key if key in w.vec]
     if missing:
         raise RuntimeError(f"Ray job ended with incomplete shards {missing[:5]}")
+    for p in paths:  # inputs of finished shards are no longer needed
+        Path(p).unlink(missing_ok=True)
     return w.n_encoded, w.n_tokens, n_rep
 
 

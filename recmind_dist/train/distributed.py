@@ -177,6 +177,8 @@ def _worker_loop(cfg: dict[str, Any]) -> None:  # noqa: C901 (one training loop)
 
     from recmind_dist.eval.evaluator import SplitEvaluator
     from recmind_dist.models.factory import build_model
+    from recmind_dist.models.lightgcn import LightGCN
+    from recmind_dist.models.mf import MF
     from recmind_dist.sampling import NegativeSampler
     from recmind_dist.train.collectives import all_reduce_sum
 
@@ -228,8 +230,9 @@ def _worker_loop(cfg: dict[str, Any]) -> None:  # noqa: C901 (one training loop)
         if not partitioned and world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
-            net = DistributedDataParallel(
-                _LossModule(model), device_ids=[device.index] if device.type == "cuda" else None
+            net = DistributedDataParallel(  # unused: e.g. RecMind's gates during warm-up
+                _LossModule(model), device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=not isinstance(model, (LightGCN, MF)),
             )
         opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=ts.lr)
 

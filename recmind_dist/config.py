@@ -145,6 +145,17 @@ class RecMindSpec(_Spec):
         "no direct copy of the node's own z, so the gate cannot trivially satisfy the loss) "
         "or the final fused h",
     )
+    isolated_text_only: bool = Field(
+        True,
+        description="learned gate: nodes with no training edge get γ ≡ 1 (h = z), since their "
+        "ID row never saw a positive; this is what lets RecMind rank unseen items",
+    )
+    warm_negatives: bool = Field(
+        True,
+        description="drop BPR triples whose sampled negative has no training edge (unseen "
+        "items are unknown at training time; as negatives they would teach the adapter to "
+        "bury them). Only cold-item splits (and a few items of a random split) are affected",
+    )
     encoder: Literal["precomputed"] = Field(
         "precomputed",
         description="z from vectors precomputed by the embedding job (frozen LM) + trainable "

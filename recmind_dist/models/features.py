@@ -1,0 +1,172 @@
+"""Node text features for a split: frozen-LM vectors aligned to the split's LOCAL ids.
+
+``node_text_features(dataset, data, text_spec, embed_spec, cache_root, backend)`` returns
+:class:`NodeFeatures` (``user_vec`` [U, d], ``item_vec`` [I, d] float32, ``user_has_text``,
+``item_has_text`` bool), row ``k`` being local node ``k`` of ``data`` (``data.user_ids[k]``
+is its canonical id). Nodes without text (or missing from the embedding files) get the zero
+vector and ``has_text = False``; RecMind routes them to its fallback MLP.
+
+The vectors come from the embedding job (:func:`recmind_dist.embed.job.run_embedding_job`,
+the engine behind ``embed_dataset``) and are cached on disk:
+
+    <cache_root>/<dataset checksum[:16]>/items-<hash(text spec, embed spec)>/embeddings/items.parquet
+    <cache_root>/<dataset checksum[:16]>/users-<hash(split key, text spec, embed spec)>/embeddings/users.parquet
+
+Item texts do not depend on the split, so one item cache serves every split and seed; user
+profiles summarise **training interactions only** (``data.train``), so they are keyed by the
+split key (itself a hash of dataset checksum, split spec and seed) and can never contain a
+validation/test item. A rerun with the same keys reads the Parquet files and loads no model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from recmind_dist.data.split import SplitData
+from recmind_dist.embed.job import read_embeddings, run_embedding_job
+from recmind_dist.embed.spec import EmbedSpec
+from recmind_dist.io import write_json
+from recmind_dist.text.templates import TextSpec, build_item_texts, build_user_texts
+
+log = logging.getLogger(__name__)
+
+__all__ = ["NodeFeatures", "node_text_features", "align_to_local", "feature_cache_keys"]
+
+
+@dataclass
+class NodeFeatures:
+    """Frozen text vectors per LOCAL node id (zero rows where ``has_text`` is False)."""
+
+    user_vec: np.ndarray  # [U, d] float32
+    item_vec: np.ndarray  # [I, d] float32
+    user_has_text: np.ndarray  # [U] bool
+    item_has_text: np.ndarray  # [I] bool
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.user_vec = np.ascontiguousarray(self.user_vec, dtype=np.float32)
+        self.item_vec = np.ascontiguousarray(self.item_vec, dtype=np.float32)
+        self.user_has_text = np.asarray(self.user_has_text, dtype=bool)
+        self.item_has_text = np.asarray(self.item_has_text, dtype=bool)
+        if self.user_vec.shape[1] != self.item_vec.shape[1]:
+            raise ValueError("user and item vectors must have the same dimension")
+        if len(self.user_has_text) != len(self.user_vec) or len(self.item_has_text) != len(
+            self.item_vec
+        ):
+            raise ValueError("has_text masks must have one entry per node")
+
+    @property
+    def dim(self) -> int:
+        return int(self.user_vec.shape[1])
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "users_with_text": float(self.user_has_text.sum()),
+            "users_without_text": float((~self.user_has_text).sum()),
+            "items_with_text": float(self.item_has_text.sum()),
+            "items_without_text": float((~self.item_has_text).sum()),
+            "dim": float(self.dim),
+        }
+
+
+def align_to_local(
+    ids: np.ndarray, vectors: np.ndarray, has_text: np.ndarray, local_to_canonical: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of (ids, vectors, has_text) reordered to ``local_to_canonical``; absent -> zero."""
+    order = np.argsort(ids, kind="stable")
+    ids, vectors, has_text = ids[order], vectors[order], has_text[order]
+    pos = np.searchsorted(ids, local_to_canonical)
+    pos_c = np.minimum(pos, max(len(ids) - 1, 0))
+    found = (pos < len(ids)) & (ids[pos_c] == local_to_canonical) if len(ids) else np.zeros(
+        len(local_to_canonical), bool)
+    out = np.zeros((len(local_to_canonical), vectors.shape[1]), dtype=np.float32)
+    out[found] = vectors[pos_c[found]]
+    has = np.zeros(len(local_to_canonical), dtype=bool)
+    has[found] = has_text[pos_c[found]]
+    out[~has] = 0.0
+    return out, has
+
+
+def _h(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def feature_cache_keys(
+    dataset_checksum: str, split_key: str, text_spec: TextSpec, embed_spec: EmbedSpec
+) -> tuple[str, str]:
+    """(item cache key, user cache key): what changes the vectors, nothing else."""
+    from recmind_dist.embed.encoder import default_model_path
+
+    model_id = embed_spec.model or default_model_path()
+    emb = {"fp": embed_spec.fingerprint(model_id), "max_texts": embed_spec.max_texts}
+    text = text_spec.model_dump(mode="json")
+    item_key = _h({"ds": dataset_checksum, "text": text, "embed": emb})
+    user_key = _h({"ds": dataset_checksum, "split": split_key, "text": text, "embed": emb})
+    return item_key, user_key
+
+
+def _cached(path: Path, key: str) -> bool:
+    marker = path.parent / "features_key.json"
+    if not (path.exists() and marker.exists()):
+        return False
+    try:
+        return json.loads(marker.read_text()).get("key") == key
+    except (OSError, ValueError):
+        return False
+
+
+def node_text_features(
+    dataset: Any,
+    data: SplitData,
+    text_spec: TextSpec | None = None,
+    embed_spec: EmbedSpec | None = None,
+    cache_root: str | Path = "data/features",
+    backend: Literal["local", "ray"] = "local",
+    progress: bool = False,
+    **job_kwargs: Any,
+) -> NodeFeatures:
+    """Text vectors for ``data``'s users and items (see the module docstring).
+
+    ``dataset`` is a loaded :class:`recmind_dist.data.schema.Dataset`; ``job_kwargs`` go to
+    the embedding job (``ray_address``, ``num_cpus``, ``encoder``).
+    """
+    text_spec = text_spec or TextSpec()
+    embed_spec = embed_spec or EmbedSpec()
+    checksum = str(dataset.checksum)
+    item_key, user_key = feature_cache_keys(checksum, data.key, text_spec, embed_spec)
+    root = Path(cache_root) / checksum[:16]
+    item_dir, user_dir = root / f"items-{item_key}", root / f"users-{user_key}"
+    item_file = item_dir / "embeddings" / "items.parquet"
+    user_file = user_dir / "embeddings" / "users.parquet"
+    computed = []
+    if not _cached(item_file, item_key):
+        items = build_item_texts(dataset.items, text_spec, item_ids=dataset.n_items)
+        run_embedding_job({"items": items}, embed_spec, item_dir, progress=progress,
+                          backend=backend, **job_kwargs)
+        write_json({"key": item_key, "dataset_checksum": checksum}, item_dir / "embeddings" /
+                   "features_key.json")
+        computed.append("items")
+    if not _cached(user_file, user_key):
+        # canonical (user, item) pairs of the TRAINING edges only
+        train_pairs = (data.user_ids[data.train[:, 0]], data.item_ids[data.train[:, 1]])
+        users = build_user_texts(dataset.users, train_pairs, dataset.items, text_spec,
+                                 user_ids=dataset.n_users)
+        run_embedding_job({"users": users}, embed_spec, user_dir, progress=progress,
+                          backend=backend, **job_kwargs)
+        write_json({"key": user_key, "split_key": data.key, "dataset_checksum": checksum},
+                   user_dir / "embeddings" / "features_key.json")
+        computed.append("users")
+    uvec, uhas = align_to_local(*read_embeddings(user_file), data.user_ids)
+    ivec, ihas = align_to_local(*read_embeddings(item_file), data.item_ids)
+    info = {"item_cache": str(item_file), "user_cache": str(user_file),
+            "computed": computed, "backend": backend}
+    log.info("node text features: %d/%d users and %d/%d items with text (computed: %s)",
+             uhas.sum(), len(uhas), ihas.sum(), len(ihas), computed or "none, cache hit")
+    return NodeFeatures(uvec, ivec, uhas, ihas, info)

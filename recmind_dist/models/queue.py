@@ -1,0 +1,69 @@
+"""MoCo-style negatives: a FIFO queue of past keys and the momentum (EMA) key encoder update.
+
+* :class:`KeyQueue` keeps the last ``size`` keys in a ring buffer. ``enqueue(k)`` writes the
+  rows of ``k`` (detached) in order, overwriting the oldest; ``keys()`` returns the filled
+  rows (a constant for the loss), ``contents()`` the same rows oldest-first.
+* :func:`momentum_update`: ``θ_k ← m·θ_k + (1 − m)·θ_q`` for every (key, query) parameter
+  pair, so keys drift slowly and the queue's keys stay consistent with each other
+  (He et al., MoCo, CVPR 2020).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class KeyQueue(nn.Module):
+    """FIFO ring buffer of ``size`` keys of dimension ``dim`` (a buffer: saved, not trained)."""
+
+    def __init__(self, dim: int, size: int) -> None:
+        super().__init__()
+        if size < 0:
+            raise ValueError("queue size must be >= 0")
+        self.size = int(size)
+        self.register_buffer("buf", torch.zeros(self.size, dim))
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+
+    def __len__(self) -> int:
+        return int(self.count)
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor) -> None:
+        """Append ``keys`` [n, dim] (oldest rows are overwritten when full)."""
+        if self.size == 0 or keys.numel() == 0:
+            return
+        keys = keys.detach().to(self.buf.dtype)
+        if len(keys) > self.size:  # only the newest `size` rows can survive
+            keys = keys[-self.size :]
+        n = len(keys)
+        p = int(self.ptr)
+        idx = (torch.arange(n, device=self.buf.device) + p) % self.size
+        self.buf[idx] = keys
+        self.ptr.fill_((p + n) % self.size)
+        self.count.fill_(min(self.size, int(self.count) + n))
+
+    def keys(self) -> torch.Tensor:
+        """The filled rows (unordered use: negatives for a contrastive loss)."""
+        return self.buf[: int(self.count)] if int(self.count) < self.size else self.buf
+
+    def contents(self) -> torch.Tensor:
+        """The filled rows, oldest first."""
+        c, p = int(self.count), int(self.ptr)
+        if c < self.size:
+            return self.buf[:c]
+        return torch.cat([self.buf[p:], self.buf[:p]], 0)
+
+    @torch.no_grad()
+    def reset(self) -> None:
+        self.buf.zero_()
+        self.ptr.zero_()
+        self.count.zero_()
+
+
+@torch.no_grad()
+def momentum_update(key_module: nn.Module, query_module: nn.Module, m: float) -> None:
+    """θ_k ← m·θ_k + (1 − m)·θ_q over matching parameters (``m = 0`` copies the query)."""
+    for pk, pq in zip(key_module.parameters(), query_module.parameters(), strict=True):
+        pk.mul_(m).add_(pq.detach(), alpha=1.0 - m)

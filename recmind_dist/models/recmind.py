@@ -1,0 +1,352 @@
+"""RecMind (arXiv 2509.06286): LightGCN with language features fused inside every layer.
+
+Notation: N = U + I nodes (users first), E⁰ the trainable ID table [N, d], Â the normalised
+bipartite adjacency, d̃_v = log(1+deg_v)/max log(1+deg) the normalised training degree, e_v the
+frozen LM vector of node v's text (precomputed by the embedding job).
+
+**Language view.** For nodes with text, z_v = W_proj e_v + MLP(e_v) (the adapter: a two-layer
+ReLU MLP of width ``adapter_hidden``, residual to the linear projection; 0 = projection only).
+For nodes without text (zero LM vector, ``has_text = False``) z_v = MLP_fb([E⁰_v ‖ d̃_v])
+(``fallback = mlp``) or 0 (``fallback = zero``); ``fallback_mask`` records which nodes use it.
+
+**Gated propagation** (l = 0..L, one gate per layer):
+
+    γ_v^l = σ(w_lᵀ [E_v^l ‖ z_v ‖ d̃_v] + b_l)
+    Ẽ^l   = (1 − γ^l) ⊙ E^l + γ^l ⊙ z
+    E^{l+1} = Â Ẽ^l
+    h     = 1/(L+1) Σ_{l=0..L} Ẽ^l              (final representation; score(u,i) = h_uᵀ h_i)
+
+A node without any training edge (e.g. an unseen item of a cold-item split) has an ID row that
+never received a positive signal, so its gate is pinned to γ ≡ 1 (``isolated_text_only``,
+learned gate only): its h is exactly z. The layer mean is over the *fused* states Ẽ^l, so z reaches h directly: a cold item (no
+training edge, E^{l≥1} = 0) still gets h = 1/(L+1)[(1−γ⁰)E⁰ + Σ_l γ^l z] and can be ranked.
+With γ ≡ 0 (``variant=fixed_gate, fixed_gamma=0``), Ẽ^l = E^l bit for bit and h is exactly
+LightGCN's layer mean (same ops, same order); with also λ = 0 (and ``warm_negatives=False``
+or a split where every item has a training edge) the training loss is LightGCN's.
+
+**Alignment.** The graph view g = 1/(L+1) Σ_l E^l (the un-fused states: g has no direct copy of
+the node's own z, so the gate cannot trivially satisfy the loss; ``align_view = fused`` uses h
+instead). For the batch's unique users and unique positive items separately,
+
+    L_align = ½ [ InfoNCE(ẑ, ĝ) over users + InfoNCE(ẑ, ĝ) over items ]
+
+with x̂ = x/‖x‖, :func:`recmind_dist.losses.symmetric_infonce` at temperature τ, in-batch
+negatives plus two FIFO queues per node type (MoCo): ``queue_z`` holds keys ẑ_k from a momentum
+copy of the projection (θ_k ← m θ_k + (1−m) θ, updated before each step; no-text nodes use the
+detached fallback output) and ``queue_g`` holds detached past graph views. ``self.gather`` (None
+= identity) is the hook a distributed trainer replaces with a differentiable all-gather.
+
+**Two phases.** Epochs 1..T_w (``warmup_epochs``): L = L_align only (no BPR term at all, so
+the BPR gradient is exactly zero). Then L = BPR(h) + reg·L2(E⁰_batch) + λ·L_align, the
+regulariser being LightGCN's (λ/2 ‖·‖² of the batch's layer-0 rows / B). With
+``warm_negatives`` (default) BPR triples whose sampled negative has no training edge are
+dropped: in a cold-start protocol unseen items are unknown at training time, and pushing their
+text down as negatives would teach the adapter to bury exactly the items to be ranked. (A
+random split leaves only a handful of such items.)
+
+**Variants** (``variant``): ``full``; ``no_align`` (λ = 0 and no warm-up); ``late_fusion``
+(plain LightGCN propagation, then h = [g ‖ z] (``late_fusion = concat``) or (g + z)/2
+(``mean``)); ``fixed_gate`` (γ^l ≡ ``fixed_gamma``, no gate parameters); ``llm_only`` (scores
+with z alone: h = z, BPR on z, no alignment); ``no_warmup`` (T_w = 0).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recmind_dist.graph.propagate import propagate
+from recmind_dist.losses import bpr_loss, l2_batch, symmetric_infonce
+from recmind_dist.models.base import Batch, Recommender
+from recmind_dist.models.features import NodeFeatures
+from recmind_dist.models.queue import KeyQueue, momentum_update
+
+log = logging.getLogger(__name__)
+
+Variant = Literal["full", "no_align", "late_fusion", "fixed_gate", "llm_only", "no_warmup"]
+
+
+class TextProjector(nn.Module):
+    """z = W_proj e + W₂ ReLU(W₁ e): linear projection plus a small residual adapter MLP."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(in_dim, out_dim)
+        self.adapter = (
+            nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
+            if hidden > 0 else None
+        )
+        if self.adapter is not None:  # start as the plain projection; the MLP learns a residual
+            nn.init.zeros_(self.adapter[2].weight)
+            nn.init.zeros_(self.adapter[2].bias)
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        z = self.proj(e)
+        return z if self.adapter is None else z + self.adapter(e)
+
+
+class RecMind(Recommender):
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        adj: torch.Tensor,
+        features: NodeFeatures,
+        degree: np.ndarray,
+        deg_norm: np.ndarray,
+        dim: int = 64,
+        n_layers: int = 3,
+        reg: float = 1e-4,
+        tau: float = 0.2,
+        lambda_align: float = 0.1,
+        warmup_epochs: int = 5,
+        queue_size: int = 1024,
+        momentum: float = 0.99,
+        adapter_hidden: int = 128,
+        variant: Variant = "full",
+        gate_init: float = 0.1,
+        fixed_gamma: float = 0.1,
+        late_fusion: Literal["concat", "mean"] = "concat",
+        fallback: Literal["mlp", "zero"] = "mlp",
+        fallback_hidden: int = 64,
+        align_view: Literal["graph", "fused"] = "graph",
+        isolated_text_only: bool = True,
+        warm_negatives: bool = True,
+    ) -> None:
+        super().__init__()
+        n = n_users + n_items
+        if features.user_vec.shape[0] != n_users or features.item_vec.shape[0] != n_items:
+            raise ValueError("features must have one row per local user and item")
+        self.n_users, self.n_items, self.n_layers, self.reg = n_users, n_items, n_layers, reg
+        self.adj = adj
+        # created first and initialised like LightGCN's, so the same seed gives the same E⁰
+        self.embedding = nn.Embedding(n, dim)
+        nn.init.normal_(self.embedding.weight, std=0.1)
+
+        self.variant = variant
+        self.tau = tau
+        self.momentum = momentum
+        self.late_fusion = late_fusion
+        self.fallback_kind = fallback
+        self.align_view = align_view
+        self.warm_negatives = warm_negatives
+        # effective settings of the variant
+        self.gate_mode = {"fixed_gate": "fixed", "late_fusion": "none",
+                          "llm_only": "none"}.get(variant, "learned")  # fmt: skip
+        no_align = variant in ("no_align", "llm_only")
+        self.lambda_align = 0.0 if no_align else float(lambda_align)
+        self.warmup_epochs = 0 if (no_align or variant == "no_warmup" or self.lambda_align == 0
+                                   ) else int(warmup_epochs)  # fmt: skip
+        self.fixed_gamma = float(fixed_gamma)
+        self.phase = "joint"
+        self.gather = None  # distributed trainers set a differentiable all-gather here
+
+        text = np.concatenate([features.user_vec, features.item_vec], 0)
+        has = np.concatenate([features.user_has_text, features.item_has_text], 0)
+        self.register_buffer("text_vec", torch.from_numpy(text).float())
+        self.register_buffer("has_text", torch.from_numpy(has))
+        self.register_buffer("deg_norm", torch.from_numpy(np.asarray(deg_norm, np.float32)))
+        self.register_buffer("node_degree", torch.from_numpy(np.asarray(degree, np.int64)))
+        self.register_buffer("fallback_idx", torch.from_numpy(np.flatnonzero(~has)))
+        isolated = np.asarray(degree) == 0
+        self.isolated_text_only = isolated_text_only and self.gate_mode == "learned"
+        self.register_buffer("isolated", torch.from_numpy(isolated)[:, None])
+        self.register_buffer("item_warm", torch.from_numpy(~isolated[n_users:]))
+
+        self.proj = TextProjector(features.dim, dim, adapter_hidden)
+        self.key_proj = copy.deepcopy(self.proj)  # momentum copy: keys for the queue
+        for p in self.key_proj.parameters():
+            p.requires_grad_(False)
+        self.fallback = (
+            nn.Sequential(nn.Linear(dim + 1, fallback_hidden), nn.ReLU(),
+                          nn.Linear(fallback_hidden, dim))
+            if fallback == "mlp" else None
+        )  # fmt: skip
+        if self.gate_mode == "learned":
+            g = n_layers + 1
+            self.gate_w_e = nn.Parameter(torch.zeros(g, dim))
+            self.gate_w_z = nn.Parameter(torch.zeros(g, dim))
+            self.gate_w_d = nn.Parameter(torch.zeros(g))
+            b0 = math.log(gate_init / (1.0 - gate_init))
+            self.gate_b = nn.Parameter(torch.full((g,), b0))
+        self.queues = nn.ModuleDict({
+            f"{kind}_{view}": KeyQueue(dim, queue_size)
+            for kind in ("user", "item") for view in ("z", "g")
+        })  # fmt: skip
+
+    # ----------------------------------------------------------------------------- views
+    @property
+    def fallback_mask(self) -> torch.Tensor:
+        """[N] bool: nodes whose z comes from the fallback (no text)."""
+        return ~self.has_text
+
+    def language_view(self, proj: nn.Module | None = None) -> torch.Tensor:
+        """z for every node [N, d]: projected LM vector, or the fallback for no-text nodes."""
+        z = (proj or self.proj)(self.text_vec)
+        if len(self.fallback_idx) == 0:
+            return z
+        idx = self.fallback_idx
+        if self.fallback is None:
+            fb = torch.zeros(len(idx), z.shape[1], dtype=z.dtype, device=z.device)
+        else:
+            x = torch.cat([self.embedding.weight[idx], self.deg_norm[idx, None]], 1)
+            fb = self.fallback(x)
+        return z.index_copy(0, idx, fb)
+
+    def gate(self, layer: int, e: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """γ^l [N, 1] for the layer's input states ``e``."""
+        if self.gate_mode == "fixed":
+            return torch.full((e.shape[0], 1), self.fixed_gamma, dtype=e.dtype, device=e.device)
+        if self.gate_mode == "none":
+            return torch.zeros((e.shape[0], 1), dtype=e.dtype, device=e.device)
+        logit = (e @ self.gate_w_e[layer] + z @ self.gate_w_z[layer]
+                 + self.deg_norm * self.gate_w_d[layer] + self.gate_b[layer])  # fmt: skip
+        gamma = torch.sigmoid(logit).unsqueeze(1)
+        if self.isolated_text_only:  # no training edge: the ID row carries no signal
+            gamma = torch.where(self.isolated, torch.ones_like(gamma), gamma)
+        return gamma
+
+    def forward_views(self) -> dict[str, Any]:
+        """z, the layer states E^l, the fused Ẽ^l, the gates γ^l, h (fused mean), g (graph)."""
+        e0 = self.embedding.weight
+        z = self.language_view()
+        if self.variant == "llm_only":  # no graph at all
+            return {"z": z, "layers": [e0], "fused": [e0], "gammas": [], "h": z, "g": z}
+        layers, fused, gammas = [e0], [], []
+        for layer in range(self.n_layers + 1):
+            e = layers[-1]
+            if self.gate_mode == "none":
+                f = e
+            else:
+                gamma = self.gate(layer, e, z)
+                gammas.append(gamma)
+                f = (1.0 - gamma) * e + gamma * z
+            fused.append(f)
+            if layer < self.n_layers:
+                layers.append(propagate(self.adj, f))
+        h = torch.stack(fused, 0).mean(0)
+        g = h if self.gate_mode == "none" else torch.stack(layers, 0).mean(0)
+        return {"z": z, "layers": layers, "fused": fused, "gammas": gammas, "h": h, "g": g}
+
+    def _scoring(self, views: dict[str, Any]) -> torch.Tensor:
+        if self.variant == "llm_only":
+            return views["z"]
+        if self.variant == "late_fusion":
+            g, z = views["g"], views["z"]
+            return torch.cat([g, z], 1) if self.late_fusion == "concat" else 0.5 * (g + z)
+        return views["h"]
+
+    def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
+        rep = self._scoring(self.forward_views())
+        return rep[: self.n_users], rep[self.n_users :]
+
+    # ----------------------------------------------------------------------------- training
+    def on_epoch_start(self, epoch: int) -> None:
+        phase = "warmup" if self.in_warmup(epoch) else "joint"
+        if phase != self.phase:
+            log.info("RecMind epoch %d: phase %s -> %s", epoch, self.phase, phase)
+        self.phase = phase
+
+    def in_warmup(self, epoch: int) -> bool:
+        return epoch <= self.warmup_epochs
+
+    @torch.no_grad()
+    def _keys(self, nodes: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Momentum-encoder keys ẑ_k for ``nodes`` (no-text nodes: the detached fallback z)."""
+        k = self.key_proj(self.text_vec[nodes])
+        k = torch.where(self.has_text[nodes, None], k, z[nodes].detach())
+        return F.normalize(k, dim=1)
+
+    def alignment_loss(self, z: torch.Tensor, view: torch.Tensor, batch: Batch) -> torch.Tensor:
+        users = torch.unique(batch.users)
+        items = torch.unique(batch.pos) + self.n_users
+        losses = []
+        for kind, nodes in (("user", users), ("item", items)):
+            a = F.normalize(z[nodes], dim=1)
+            b = F.normalize(view[nodes], dim=1)
+            qz, qg = self.queues[f"{kind}_z"], self.queues[f"{kind}_g"]
+            losses.append(symmetric_infonce(a, b, self.tau, qz.keys(), qg.keys(), self.gather))
+            gather = self.gather or (lambda x: x)
+            with torch.no_grad():
+                qz.enqueue(gather(self._keys(nodes, z)))
+                qg.enqueue(gather(b.detach()))
+        return 0.5 * (losses[0] + losses[1])
+
+    def training_loss(self, batch: Batch, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        warm = self.in_warmup(epoch)
+        use_align = warm or self.lambda_align > 0
+        if use_align:  # MoCo: update the key encoder before computing this step's keys
+            momentum_update(self.key_proj, self.proj, self.momentum)
+        views = self.forward_views()
+        parts: dict[str, torch.Tensor] = {}
+        if use_align:
+            view = views["h"] if self.align_view == "fused" else views["g"]
+            parts["align"] = self.alignment_loss(views["z"], view, batch)
+        if warm:
+            loss = parts["align"]
+        else:
+            rep = self._scoring(views)
+            users, pos, neg = batch.users, batch.pos, batch.neg
+            if self.warm_negatives:
+                keep = self.item_warm[neg]
+                if not bool(keep.all()):
+                    users, pos, neg = users[keep], pos[keep], neg[keep]
+            u = rep[users]
+            i = rep[self.n_users + pos]
+            j = rep[self.n_users + neg]
+            parts["bpr"] = bpr_loss((u * i).sum(-1), (u * j).sum(-1))
+            e0 = self.embedding.weight
+            parts["reg"] = self.reg * l2_batch(
+                e0[batch.users], e0[self.n_users + batch.pos], e0[self.n_users + batch.neg]
+            )
+            loss = parts["bpr"] + parts["reg"]
+            if "align" in parts:
+                loss = loss + self.lambda_align * parts["align"]
+        out = {k: float(v.detach()) for k, v in parts.items()}
+        out["warmup"] = float(warm)
+        return loss, out
+
+    # ----------------------------------------------------------------------------- probes
+    @torch.no_grad()
+    def gammas(self) -> torch.Tensor | None:
+        """γ [N, L+1] of every node and layer (None for variants without a gate)."""
+        if self.gate_mode == "none":
+            return None
+        was = self.training
+        self.eval()
+        g = torch.cat(self.forward_views()["gammas"], 1)
+        self.train(was)
+        return g
+
+    def gate_probe(
+        self, cold_degree: int = 3, head_fraction: float = 0.2, png_path: str | Path | None = None
+    ) -> dict[str, float]:
+        """Mean/median γ per item-degree bucket and layer (+ Spearman ρ(γ, degree)); optional
+        PNG of γ vs degree. Empty for variants without a gate."""
+        from recmind_dist.eval.gate_probe import gate_summary, plot_gate_vs_degree
+
+        g = self.gammas()
+        if g is None:
+            return {}
+        g = g.cpu().numpy()
+        deg = self.node_degree.cpu().numpy()
+        nu = self.n_users
+        metrics = gate_summary(g[nu:], deg[nu:], cold_degree, head_fraction, prefix="gate/item")
+        metrics.update(gate_summary(g[:nu], deg[:nu], None, None, prefix="gate/user"))
+        if png_path is not None:
+            plot_gate_vs_degree(g[nu:], deg[nu:], png_path, title=f"RecMind gate ({self.variant})")
+        return metrics
+
+    def feature_summary(self) -> dict[str, float]:
+        has = self.has_text.cpu().numpy()
+        nu = self.n_users
+        return {"users_fallback": float((~has[:nu]).sum()),
+                "items_fallback": float((~has[nu:]).sum())}  # fmt: skip

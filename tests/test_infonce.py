@@ -1,0 +1,96 @@
+"""Symmetric InfoNCE (hand-computed case, queues, gather hook) and the MoCo key queue."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from recmind_dist.losses import symmetric_infonce
+from recmind_dist.models.queue import KeyQueue, momentum_update
+
+
+def _nll(logits: list[float], target: int) -> float:
+    """−log softmax(logits)[target], written out."""
+    return -(logits[target] - math.log(sum(math.exp(x) for x in logits)))
+
+
+def test_infonce_matches_hand_computed_case():
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    b = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    qa = torch.tensor([[-1.0, 0.0]])  # past keys of view a: negatives for b's queries
+    qb = torch.tensor([[0.0, 1.0]])  # past keys of view b: negatives for a's queries
+    tau = 0.5
+    # a -> b: a_i · [b_0, b_1, qb_0] / τ
+    l_ab0 = _nll([1.0 / tau, 0.6 / tau, 0.0 / tau], 0)
+    l_ab1 = _nll([0.0 / tau, 0.8 / tau, 1.0 / tau], 1)
+    # b -> a: b_i · [a_0, a_1, qa_0] / τ
+    l_ba0 = _nll([1.0 / tau, 0.0 / tau, -1.0 / tau], 0)
+    l_ba1 = _nll([0.6 / tau, 0.8 / tau, -0.6 / tau], 1)
+    expected = 0.5 * ((l_ab0 + l_ab1) / 2 + (l_ba0 + l_ba1) / 2)
+    got = symmetric_infonce(a, b, tau, queue_a=qa, queue_b=qb)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    # without queues: in-batch negatives only
+    l_ab = (_nll([2.0, 1.2], 0) + _nll([0.0, 1.6], 1)) / 2
+    l_ba = (_nll([2.0, 0.0], 0) + _nll([1.2, 1.6], 1)) / 2
+    assert symmetric_infonce(a, b, tau).item() == pytest.approx(0.5 * (l_ab + l_ba), rel=1e-6)
+    # empty queues are the same as none
+    empty = torch.zeros(0, 2)
+    assert symmetric_infonce(a, b, tau, empty, empty).item() == pytest.approx(
+        0.5 * (l_ab + l_ba), rel=1e-6)
+
+
+def test_infonce_gradient_and_queue_is_constant():
+    torch.manual_seed(0)
+    a = torch.randn(5, 4, requires_grad=True)
+    b = torch.randn(5, 4, requires_grad=True)
+    q = torch.randn(7, 4, requires_grad=True)
+    symmetric_infonce(a, b, 0.2, q, q).backward()
+    assert a.grad is not None and b.grad is not None and q.grad is None
+
+
+def test_gather_hook_is_applied_to_both_views():
+    torch.manual_seed(1)
+    a, b = torch.randn(3, 4), torch.randn(3, 4)
+    other_a, other_b = torch.randn(2, 4), torch.randn(2, 4)  # "another worker's batch"
+    calls = []
+
+    def fake_gather(x: torch.Tensor) -> torch.Tensor:
+        calls.append(x.shape[0])
+        other = other_a if len(calls) == 1 else other_b
+        return torch.cat([x, other])
+
+    got = symmetric_infonce(a, b, 0.3, gather=fake_gather)
+    want = symmetric_infonce(torch.cat([a, other_a]), torch.cat([b, other_b]), 0.3)
+    assert calls == [3, 3]
+    assert torch.allclose(got, want)
+
+
+def test_queue_fifo_size_and_overflow():
+    q = KeyQueue(2, 4)
+    assert len(q) == 0 and q.keys().shape == (0, 2)
+    q.enqueue(torch.tensor([[1.0, 1], [2, 2]]))
+    assert len(q) == 2
+    assert q.contents()[:, 0].tolist() == [1, 2]
+    q.enqueue(torch.tensor([[3.0, 3], [4, 4], [5, 5]]))  # wraps: 1 is the oldest, dropped
+    assert len(q) == 4 and q.keys().shape == (4, 2)
+    assert q.contents()[:, 0].tolist() == [2, 3, 4, 5]
+    q.enqueue(torch.arange(12, dtype=torch.float32).reshape(6, 2))  # more than size: newest 4
+    assert q.contents()[:, 0].tolist() == [4, 6, 8, 10]
+    x = torch.ones(1, 2, requires_grad=True)
+    q.enqueue(x * 7)
+    assert not q.buf.requires_grad
+    assert q.contents()[-1].tolist() == [7, 7]
+    assert KeyQueue(2, 0).keys().shape == (0, 2)
+
+
+def test_momentum_update():
+    torch.manual_seed(0)
+    online, key = nn.Linear(3, 2), nn.Linear(3, 2)
+    w_k, w_q = key.weight.detach().clone(), online.weight.detach().clone()
+    momentum_update(key, online, 0.9)
+    assert torch.allclose(key.weight, 0.9 * w_k + 0.1 * w_q)
+    momentum_update(key, online, 0.0)
+    assert torch.equal(key.weight, online.weight)

@@ -1,0 +1,262 @@
+"""RecMind: gate, fallback, exact reduction to LightGCN, phases, probe, cold items."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recmind_dist.config import EvalSpec, RecMindSpec, TrainSpec, parse_spec
+from recmind_dist.data.split import SplitData
+from recmind_dist.graph.adjacency import normalized_adjacency, normalized_degree
+from recmind_dist.models.base import Batch
+from recmind_dist.models.factory import build_model
+from recmind_dist.models.features import NodeFeatures, align_to_local
+from recmind_dist.models.lightgcn import LightGCN
+from recmind_dist.models.recmind import RecMind
+
+NU, NI, D_LM = 20, 30, 12
+
+
+def _data(seed: int = 0) -> SplitData:
+    rng = np.random.default_rng(seed)
+    pairs = np.unique(np.stack([rng.integers(0, NU, 200), rng.integers(0, NI - 3, 200)], 1), axis=0)
+    return SplitData(NU, NI, pairs, pairs[:5], pairs[5:10], np.arange(NU), np.arange(NI),
+                     key="t", seed=seed)  # items NI-3.. have no edges
+
+
+def _features(seed: int = 0, no_text_users=(1, 4), no_text_items=(0, 7, 29)) -> NodeFeatures:
+    rng = np.random.default_rng(seed)
+    uv, iv = rng.normal(size=(NU, D_LM)), rng.normal(size=(NI, D_LM))
+    uh, ih = np.ones(NU, bool), np.ones(NI, bool)
+    uh[list(no_text_users)] = False
+    ih[list(no_text_items)] = False
+    uv[~uh] = 0
+    iv[~ih] = 0
+    return NodeFeatures(uv, iv, uh, ih)
+
+
+def _model(data: SplitData | None = None, seed: int = 0, **kw) -> RecMind:
+    data = data or _data()
+    torch.manual_seed(seed)
+    spec = RecMindSpec(dim=8, layers=2, **kw)
+    model = build_model(spec, data, "cpu", _features())
+    assert isinstance(model, RecMind)
+    return model
+
+
+def _batch(data: SplitData, seed: int = 0) -> Batch:
+    rng = np.random.default_rng(seed)
+    e = data.train[rng.permutation(len(data.train))[:64]]
+    return Batch(torch.from_numpy(e[:, 0]), torch.from_numpy(e[:, 1]),
+                 torch.from_numpy(rng.integers(0, NI, len(e))))
+
+
+def test_spec_parses_and_defaults_documented():
+    spec = parse_spec({"model": {"name": "recmind", "variant": "late_fusion"}}, "t")
+    assert isinstance(spec.model, RecMindSpec) and spec.model.variant == "late_fusion"
+    for name, f in RecMindSpec.model_fields.items():
+        if name != "name":
+            assert f.description, f"RecMindSpec.{name} needs a documented default"
+
+
+def test_gate_shapes_and_range():
+    model = _model()
+    g = model.gammas()
+    assert g.shape == (NU + NI, 3)
+    iso = model.isolated.ravel()
+    assert iso.sum() == 3 and torch.all(g[iso] == 1.0)  # pinned: no training edge
+    assert torch.all((g[~iso] > 0) & (g[~iso] < 1))
+    views = model.forward_views()
+    assert [x.shape for x in views["gammas"]] == [(NU + NI, 1)] * 3
+    assert views["h"].shape == (NU + NI, 8)
+    # the gate depends on the node: push its weights and γ varies across nodes
+    with torch.no_grad():
+        model.gate_w_d.fill_(3.0)
+    g = model.gammas()[~iso]
+    assert g[:, 0].std() > 0 and torch.all((g > 0) & (g < 1))
+
+
+def test_fallback_used_exactly_for_nodes_without_text():
+    model = _model()
+    has = model.has_text
+    expected_fb = [1, 4, NU + 0, NU + 7, NU + 29]
+    assert torch.nonzero(~has).ravel().tolist() == expected_fb
+    assert model.feature_summary() == {"users_fallback": 2.0, "items_fallback": 3.0}
+    z = model.language_view()
+    with torch.no_grad():
+        z_text = model.proj(model.text_vec)
+        fb_in = torch.cat([model.embedding.weight, model.deg_norm[:, None]], 1)
+        z_fb = model.fallback(fb_in)
+    assert torch.allclose(z[has], z_text[has])
+    assert torch.allclose(z[~has], z_fb[~has])
+    # changing the fallback MLP moves exactly the no-text rows
+    with torch.no_grad():
+        model.fallback[2].bias.add_(1.0)
+    z2 = model.language_view()
+    changed = (z2 - z).abs().sum(1) > 0
+    assert changed.tolist() == (~has).tolist()
+    # fallback=zero: z = 0 there
+    z0 = _model(fallback="zero").language_view()
+    assert torch.all(z0[~has] == 0) and torch.all(z0[has].abs().sum(1) > 0)
+
+
+def test_fixed_zero_gate_and_no_alignment_reduce_exactly_to_lightgcn():
+    data = _data()
+    torch.manual_seed(3)
+    lgcn = LightGCN(NU, NI, normalized_adjacency(NU, NI, data.train), 8, 2, 1e-4)
+    rm = _model(data, seed=3, variant="fixed_gate", fixed_gamma=0.0, lambda_align=0.0,
+                warm_negatives=False)  # the toy graph has items without training edges
+    assert torch.equal(rm.embedding.weight, lgcn.embedding.weight)  # same init from the seed
+    for a, b in zip(rm.representations(), lgcn.representations(), strict=True):
+        assert torch.equal(a, b)
+    batch = _batch(data)
+    rm.on_epoch_start(1)
+    l_rm, parts_rm = rm.training_loss(batch, 1)
+    l_lg, parts_lg = lgcn.training_loss(batch, 1)
+    assert "align" not in parts_rm and parts_rm["warmup"] == 0.0
+    assert torch.equal(l_rm, l_lg)
+    assert parts_rm["bpr"] == parts_lg["bpr"] and parts_rm["reg"] == parts_lg["reg"]
+    l_rm.backward()
+    l_lg.backward()
+    # same gradient up to the order in which autograd sums the paths into E⁰ (float round-off)
+    g_rm, g_lg = rm.embedding.weight.grad, lgcn.embedding.weight.grad
+    assert torch.allclose(g_rm, g_lg, rtol=1e-5, atol=1e-9)
+    assert (g_rm - g_lg).abs().max() <= 1e-6 * g_lg.abs().max()
+
+
+def test_lambda_zero_drops_alignment_and_warmup():
+    rm = _model(lambda_align=0.0, warmup_epochs=5)
+    assert rm.warmup_epochs == 0
+    rm.on_epoch_start(1)
+    _, parts = rm.training_loss(_batch(_data()), 1)
+    assert set(parts) == {"bpr", "reg", "warmup"}
+    assert _model(variant="no_align").lambda_align == 0.0
+    assert _model(variant="no_warmup").warmup_epochs == 0
+
+
+def test_warmup_is_alignment_only_then_joint():
+    data = _data()
+    rm = _model(data, warmup_epochs=2, lambda_align=0.5, queue_size=16)
+    batch = _batch(data)
+    rm.on_epoch_start(1)
+    assert rm.phase == "warmup"
+    loss, parts = rm.training_loss(batch, 1)
+    assert set(parts) == {"align", "warmup"} and parts["warmup"] == 1.0
+    assert loss.item() == pytest.approx(parts["align"])
+    # the BPR term is absent: the loss does not depend on the negatives at all
+    other = Batch(batch.users, batch.pos, (batch.neg + 1) % NI)
+    rm.queues.apply(lambda m: m.reset() if hasattr(m, "reset") else None)
+    rm_b = _model(data, warmup_epochs=2, lambda_align=0.5, queue_size=16)
+    rm_b.load_state_dict(rm.state_dict())
+    rm_c = _model(data, warmup_epochs=2, lambda_align=0.5, queue_size=16)
+    rm_c.load_state_dict(rm.state_dict())
+    la, _ = rm_b.training_loss(batch, 1)
+    lb, _ = rm_c.training_loss(other, 1)
+    assert torch.equal(la, lb)
+    rm.on_epoch_start(3)
+    assert rm.phase == "joint"
+    loss, parts = rm.training_loss(batch, 3)
+    assert {"bpr", "reg", "align"} <= set(parts) and parts["warmup"] == 0.0
+    assert loss.item() == pytest.approx(parts["bpr"] + parts["reg"] + 0.5 * parts["align"],
+                                        rel=1e-5)
+
+
+def test_queues_fill_and_key_encoder_follows_momentum():
+    data = _data()
+    rm = _model(data, warmup_epochs=0, queue_size=8, momentum=0.5)
+    opt = torch.optim.Adam([p for p in rm.parameters() if p.requires_grad], lr=0.1)
+    w0 = rm.key_proj.proj.weight.detach().clone()
+    for step in range(3):
+        loss, _ = rm.training_loss(_batch(data, step), 1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for q in rm.queues.values():
+        assert len(q) == 8
+    assert not any(p.requires_grad for p in rm.key_proj.parameters())
+    # the key encoder moved towards the (trained) online projection, but lags behind it
+    assert not torch.equal(rm.key_proj.proj.weight, w0)
+    assert not torch.equal(rm.key_proj.proj.weight, rm.proj.proj.weight)
+    before = rm.key_proj.proj.weight.detach().clone()
+    rm.training_loss(_batch(data, 9), 1)
+    assert torch.allclose(rm.key_proj.proj.weight, 0.5 * before + 0.5 * rm.proj.proj.weight)
+
+
+@pytest.mark.parametrize("variant", ["late_fusion", "llm_only", "fixed_gate", "no_warmup"])
+def test_variants_train_and_score(variant):
+    data = _data()
+    rm = _model(data, variant=variant)
+    u, i = rm.representations()
+    width = 16 if variant == "late_fusion" else 8
+    assert u.shape == (NU, width) and i.shape == (NI, width)
+    loss, parts = rm.training_loss(_batch(data), 10)
+    loss.backward()
+    assert np.isfinite(loss.item()) and "bpr" in parts
+    probe = rm.gate_probe()
+    assert (probe == {}) == (variant in ("late_fusion", "llm_only"))
+    if variant == "llm_only":
+        assert torch.equal(u, rm.language_view()[:NU])
+
+
+def test_gate_probe_buckets_and_plot(tmp_path):
+    rm = _model()
+    png = tmp_path / "gate.png"
+    probe = rm.gate_probe(cold_degree=3, head_fraction=0.2, png_path=png)
+    assert png.exists() and png.stat().st_size > 1000
+    for bucket in ("all", "cold", "tail", "head", "deg0"):
+        for layer in range(3):
+            v = probe[f"gate/item/{bucket}/l{layer}/mean"]
+            assert 0 < v <= 1
+            assert f"gate/item/{bucket}/l{layer}/median" in probe
+    assert probe["gate/item/deg0/n"] == 3.0
+    assert probe["gate/item/deg0/l0/mean"] == 1.0  # isolated nodes: h = z
+    assert "gate/user/all/mean" in probe
+
+
+def test_align_to_local():
+    ids = np.array([5, 2, 9])
+    vec = np.array([[5.0], [2.0], [9.0]], np.float32)
+    has = np.array([True, True, False])
+    out, h = align_to_local(ids, vec, has, np.array([9, 2, 7, 5]))
+    assert out.ravel().tolist() == [0.0, 2.0, 0.0, 5.0]
+    assert h.tolist() == [False, True, False, True]
+
+
+def _bow_features(ds, data: SplitData) -> NodeFeatures:
+    """Bag-of-words vectors of the synthetic item/user texts (no LM in tests)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    items = ds.items.set_index("id").loc[data.item_ids]
+    users = ds.users.set_index("id").loc[data.user_ids]
+    item_text = (items["title"] + " " + items["genres"] + " " + items["description"]).tolist()
+    user_text = users["interests"].tolist()
+    vec = TfidfVectorizer().fit(item_text + user_text)
+    iv = vec.transform(item_text).toarray()
+    uv = vec.transform(user_text).toarray()
+    return NodeFeatures(uv, iv, np.ones(len(uv), bool), np.ones(len(iv), bool))
+
+
+def test_recmind_ranks_unseen_items_better_than_lightgcn(tmp_path):
+    from recmind_dist.data.schema import load_dataset
+    from recmind_dist.data.split import SplitSpec, make_split
+    from recmind_dist.data.synthetic import generate_synthetic
+    from recmind_dist.eval.evaluator import SplitEvaluator
+    from recmind_dist.train.loop import seed_everything, train_model
+
+    ds = load_dataset(generate_synthetic(tmp_path / "syn", 200, 300, 6000, 8, seed=1))
+    data = make_split(ds, SplitSpec(threshold=None, protocol="cold_item", cold_fraction=0.2), 0)
+    ev = SplitEvaluator(data, EvalSpec(ks=[20]))
+    train = TrainSpec(epochs=8, lr=1e-2, batch_size=1024, eval_every=4, patience=10,
+                      num_threads=1)
+    feats = _bow_features(ds, data)
+    results = {}
+    for name, spec in (("lightgcn", {"name": "lightgcn", "dim": 32, "layers": 2}),
+                       ("recmind", {"name": "recmind", "dim": 32, "layers": 2,
+                                    "warmup_epochs": 2, "queue_size": 256})):
+        seed_everything(0)
+        model = build_model(parse_spec({"model": spec}, "t").model, data, "cpu", feats)
+        res = train_model(model, data, train, ev, 0, progress=False)
+        results[name] = res.test["unseen/recall_at_20"]
+    print(results)
+    assert results["recmind"] > results["lightgcn"] + 0.05, results

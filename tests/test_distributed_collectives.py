@@ -69,3 +69,26 @@ def test_all_gather_is_identity_without_process_group():
     x = torch.randn(3, 2, requires_grad=True)
     assert all_gather_autograd(x) is x
     assert all_reduce_sum([1.5, 2.0]) == [1.5, 2.0]
+
+
+def _ragged_worker(rank: int, world: int, tmp: str) -> None:
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    dist.init_process_group("gloo", init_method=f"file://{tmp}/pg2", rank=rank,
+                            world_size=world)  # fmt: skip
+    x = torch.full((2 + rank, 3), float(rank), requires_grad=True)
+    y = all_gather_autograd(x)
+    (y * torch.arange(len(y), dtype=torch.float32)[:, None]).sum().backward()
+    torch.save({"y": y.detach(), "g": x.grad}, f"{tmp}/ragged{rank}.pt")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_all_gather_handles_different_row_counts(tmp_path: Path):
+    mp.start_processes(_ragged_worker, args=(2, str(tmp_path)), nprocs=2, start_method="spawn")
+    for r in range(2):
+        o = torch.load(tmp_path / f"ragged{r}.pt")
+        assert o["y"].shape == (5, 3)
+        assert o["y"][:2].eq(0).all() and o["y"][2:].eq(1).all()
+        rows = torch.arange(5, dtype=torch.float32)[(slice(0, 2), slice(2, 5))[r]]
+        # gradient summed over both workers' (identical) losses
+        torch.testing.assert_close(o["g"], 2 * rows[:, None].expand(-1, 3))

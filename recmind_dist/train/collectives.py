@@ -4,8 +4,8 @@
 ``torch.distributed.nn.functional.all_gather`` all-reduces the incoming gradient in its
 backward, so worker ``r`` receives ``Σ_w ∂L_w/∂x_r``. Used as the ``gather`` hook of
 ``recmind_dist.losses.symmetric_infonce``: negatives then come from all workers' batches.
-With each worker's loss being its share of a global loss (what DDP averages), the gradient
-equals the single-process gradient over the concatenated batch.
+Every worker then computes the same global loss over all rows; DDP's gradient mean gives
+the single-process gradient over the concatenated batch. Row counts may differ per worker.
 
 Without an initialised process group (or with one worker) it is the identity.
 """
@@ -26,13 +26,32 @@ def world_info() -> tuple[int, int]:
 
 
 def all_gather_autograd(x: torch.Tensor) -> torch.Tensor:
-    """``cat([x_0, ..., x_{W-1}], 0)`` over workers, differentiable; equal shapes required."""
+    """``cat([x_0, ..., x_{W-1}], 0)`` over workers, differentiable.
+
+    The first dimension may differ between workers (e.g. the distinct nodes of each
+    worker's batch): sizes are exchanged first, rows padded to the largest and cut again.
+    """
     _, world = world_info()
     if world == 1:
         return x
+    import warnings
+
     from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(x.contiguous()), dim=0)
+    n = torch.tensor([x.shape[0]], dtype=torch.int64, device=x.device)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(sizes, n)
+    sizes_l = [int(s) for s in sizes]
+    m = max(sizes_l)
+    x = x.contiguous()
+    if x.shape[0] < m:
+        x = torch.cat([x, x.new_zeros((m - x.shape[0], *x.shape[1:]))], 0)
+    with warnings.catch_warnings():  # deprecated in favour of the functional collectives
+        warnings.simplefilter("ignore", FutureWarning)
+        parts = all_gather(x)
+    if all(s == m for s in sizes_l):
+        return torch.cat(parts, 0)
+    return torch.cat([p[:s] for p, s in zip(parts, sizes_l, strict=True)], 0)
 
 
 def all_reduce_sum(values: list[float], device: torch.device | str = "cpu") -> list[float]:

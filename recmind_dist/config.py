@@ -145,6 +145,11 @@ class RecMindSpec(_Spec):
         "no direct copy of the node's own z, so the gate cannot trivially satisfy the loss) "
         "or the final fused h",
     )
+    align_grad: Literal["both", "language"] = Field(
+        "both",
+        description="which side the alignment loss trains: both views (the paper's symmetric "
+        "alignment) or only the language side (graph view as a stop-gradient target)",
+    )
     isolated_text_only: bool = Field(
         True,
         description="learned gate: nodes with no training edge get γ ≡ 1 (h = z), since their "

@@ -85,7 +85,7 @@ def test_fallback_used_exactly_for_nodes_without_text():
     assert model.feature_summary() == {"users_fallback": 2.0, "items_fallback": 3.0}
     z = model.language_view()
     with torch.no_grad():
-        z_text = model.proj(model.text_vec)
+        z_text = torch.nn.functional.normalize(model.proj(model.text_vec), dim=1) * model.z_scale
         fb_in = torch.cat([model.embedding.weight, model.deg_norm[:, None]], 1)
         z_fb = model.fallback(fb_in)
     assert torch.allclose(z[has], z_text[has])
@@ -160,6 +160,25 @@ def test_warmup_is_alignment_only_then_joint():
     assert {"bpr", "reg", "align"} <= set(parts) and parts["warmup"] == 0.0
     assert loss.item() == pytest.approx(parts["bpr"] + parts["reg"] + 0.5 * parts["align"],
                                         rel=1e-5)
+
+
+def test_language_only_alignment_leaves_graph_side_untouched():
+    data = _data()
+    rm = _model(data, warmup_epochs=1, align_grad="language")
+    loss, parts = rm.training_loss(_batch(data), 1)
+    assert set(parts) == {"align", "warmup"}
+    loss.backward()
+    grad = rm.embedding.weight.grad
+    # E⁰ gets alignment gradient only through the fallback MLP of the no-text nodes
+    assert torch.all(grad[rm.has_text] == 0) and grad[~rm.has_text].abs().sum() > 0
+    assert rm.proj.proj.weight.grad.abs().sum() > 0
+
+
+def test_language_view_has_fixed_norm():
+    rm = _model()
+    z = rm.language_view()
+    norms = z[rm.has_text].norm(dim=1)
+    assert torch.allclose(norms, rm.z_scale.detach().expand_as(norms), rtol=1e-5)
 
 
 def test_queues_fill_and_key_encoder_follows_momentum():

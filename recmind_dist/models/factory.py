@@ -50,6 +50,7 @@ def build_model(
             fixed_gamma=spec.fixed_gamma, late_fusion=spec.late_fusion, fallback=spec.fallback,
             fallback_hidden=spec.fallback_hidden, align_view=spec.align_view,
             isolated_text_only=spec.isolated_text_only, warm_negatives=spec.warm_negatives,
+            align_grad=spec.align_grad,
         )  # fmt: skip
     else:  # pragma: no cover - the discriminated union makes this unreachable
         raise TypeError(f"unknown model spec {type(spec).__name__}")

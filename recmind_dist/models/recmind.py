@@ -4,8 +4,12 @@ Notation: N = U + I nodes (users first), E⁰ the trainable ID table [N, d], Â 
 bipartite adjacency, d̃_v = log(1+deg_v)/max log(1+deg) the normalised training degree, e_v the
 frozen LM vector of node v's text (precomputed by the embedding job).
 
-**Language view.** For nodes with text, z_v = W_proj e_v + MLP(e_v) (the adapter: a two-layer
-ReLU MLP of width ``adapter_hidden``, residual to the linear projection; 0 = projection only).
+**Language view.** For nodes with text, z_v = s · u_v/‖u_v‖ with u_v = W_proj ē_v + MLP(ē_v)
+(the adapter: a two-layer ReLU MLP of width ``adapter_hidden``, residual to the linear
+projection; 0 = projection only), ē_v the LM vector minus the mean over nodes of its type
+with text (removes the encoder's common direction), and s a trainable scale initialised to
+0.1·√d, the expected norm of an ID row. Without the fixed norm, Adam on the scale-free
+InfoNCE grows ‖z‖ by orders of magnitude within an epoch and the gate saturates.
 For nodes without text (zero LM vector, ``has_text = False``) z_v = MLP_fb([E⁰_v ‖ d̃_v])
 (``fallback = mlp``) or 0 (``fallback = zero``); ``fallback_mask`` records which nodes use it.
 
@@ -74,6 +78,19 @@ log = logging.getLogger(__name__)
 Variant = Literal["full", "no_align", "late_fusion", "fixed_gate", "llm_only", "no_warmup"]
 
 
+def _centered(vec: np.ndarray, has: np.ndarray) -> np.ndarray:
+    """Subtract the mean LM vector of the nodes with text (rows without text stay zero).
+
+    Sentence-encoder vectors of texts written from one template share a large common
+    direction (cosines of unrelated MiniLM movie descriptions are ~0.3-0.6); removing it
+    leaves the part that tells nodes apart."""
+    out = np.array(vec, dtype=np.float32, copy=True)
+    if has.any():
+        out[has] -= out[has].mean(0, keepdims=True)
+    out[~has] = 0.0
+    return out
+
+
 class TextProjector(nn.Module):
     """z = W_proj e + W₂ ReLU(W₁ e): linear projection plus a small residual adapter MLP."""
 
@@ -120,6 +137,7 @@ class RecMind(Recommender):
         align_view: Literal["graph", "fused"] = "graph",
         isolated_text_only: bool = True,
         warm_negatives: bool = True,
+        align_grad: Literal["both", "language"] = "both",
     ) -> None:
         super().__init__()
         n = n_users + n_items
@@ -138,6 +156,7 @@ class RecMind(Recommender):
         self.fallback_kind = fallback
         self.align_view = align_view
         self.warm_negatives = warm_negatives
+        self.align_grad = align_grad
         # effective settings of the variant
         self.gate_mode = {"fixed_gate": "fixed", "late_fusion": "none",
                           "llm_only": "none"}.get(variant, "learned")  # fmt: skip
@@ -149,7 +168,8 @@ class RecMind(Recommender):
         self.phase = "joint"
         self.gather = None  # distributed trainers set a differentiable all-gather here
 
-        text = np.concatenate([features.user_vec, features.item_vec], 0)
+        text = np.concatenate([_centered(features.user_vec, features.user_has_text),
+                               _centered(features.item_vec, features.item_has_text)], 0)
         has = np.concatenate([features.user_has_text, features.item_has_text], 0)
         self.register_buffer("text_vec", torch.from_numpy(text).float())
         self.register_buffer("has_text", torch.from_numpy(has))
@@ -162,6 +182,8 @@ class RecMind(Recommender):
         self.register_buffer("item_warm", torch.from_numpy(~isolated[n_users:]))
 
         self.proj = TextProjector(features.dim, dim, adapter_hidden)
+        # |z| = z_scale: starts at the expected norm of a N(0, 0.1²) ID row, like E⁰
+        self.z_scale = nn.Parameter(torch.tensor(0.1 * math.sqrt(dim)))
         self.key_proj = copy.deepcopy(self.proj)  # momentum copy: keys for the queue
         for p in self.key_proj.parameters():
             p.requires_grad_(False)
@@ -190,7 +212,7 @@ class RecMind(Recommender):
 
     def language_view(self, proj: nn.Module | None = None) -> torch.Tensor:
         """z for every node [N, d]: projected LM vector, or the fallback for no-text nodes."""
-        z = (proj or self.proj)(self.text_vec)
+        z = F.normalize((proj or self.proj)(self.text_vec), dim=1) * self.z_scale
         if len(self.fallback_idx) == 0:
             return z
         idx = self.fallback_idx
@@ -272,6 +294,8 @@ class RecMind(Recommender):
         for kind, nodes in (("user", users), ("item", items)):
             a = F.normalize(z[nodes], dim=1)
             b = F.normalize(view[nodes], dim=1)
+            if self.align_grad == "language":  # the graph view is a target, not trained here
+                b = b.detach()
             qz, qg = self.queues[f"{kind}_z"], self.queues[f"{kind}_g"]
             losses.append(symmetric_infonce(a, b, self.tau, qz.keys(), qg.keys(), self.gather))
             gather = self.gather or (lambda x: x)

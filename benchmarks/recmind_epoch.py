@@ -1,0 +1,98 @@
+"""Benchmark: training-epoch time of RecMind vs LightGCN on the same split, side by side.
+
+Both models train on the same split (same protocol as ``configs/ml100k_recmind.yaml``) with
+the trainer's own batching (:func:`recmind_dist.train.loop.iterate_batches`) and Adam; epochs
+alternate LightGCN, RecMind, LightGCN, ... so a noisy shared machine slows both equally.
+RecMind uses precomputed (cached) text vectors; the embedding job is not timed. Reported:
+median seconds per epoch (forward + backward + step over every training edge), per phase for
+RecMind (alignment-only warm-up and joint), and the ratio of the medians.
+
+    python benchmarks/recmind_epoch.py                      # ml-100k, 5 epochs each, 1 thread
+    python benchmarks/recmind_epoch.py --epochs 10 --threads 2 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from recmind_dist.config import load_spec
+from recmind_dist.models.base import Recommender
+from recmind_dist.models.factory import build_model
+from recmind_dist.pipeline import model_features, prepare
+from recmind_dist.sampling import NegativeSampler
+from recmind_dist.train.loop import iterate_batches, seed_everything
+
+
+def _epoch(model: Recommender, opt: torch.optim.Optimizer, data, sampler, rng, epoch: int,
+           batch_size: int) -> float:  # noqa: ANN001
+    model.train()
+    model.on_epoch_start(epoch)
+    t0 = time.perf_counter()
+    for batch in iterate_batches(data, sampler, batch_size, rng, torch.device("cpu")):
+        loss, _ = model.training_loss(batch, epoch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="configs/ml100k_recmind.yaml")
+    ap.add_argument("--epochs", type=int, default=5, help="timed epochs per model and phase")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--json", default=None, help="also write the results here")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    spec = load_spec(args.config)
+    seed_everything(spec.seed)
+    dataset, data = prepare(spec)
+    features = model_features(spec, dataset, data)  # cached after the first run
+    lgcn_spec = load_spec(args.config, ["model={name: lightgcn, dim: %d, layers: %d, reg: %g}" % (
+        spec.model.dim, spec.model.layers, spec.model.reg)]).model
+    models = {"lightgcn": build_model(lgcn_spec, data, "cpu"),
+              "recmind": build_model(spec.model, data, "cpu", features)}
+    opts = {k: torch.optim.Adam([p for p in m.parameters() if p.requires_grad],
+                                lr=spec.train.lr) for k, m in models.items()}
+    sampler = NegativeSampler(data.n_items, data.train)
+    rngs = {k: np.random.default_rng(spec.seed) for k in models}
+    warm = models["recmind"].warmup_epochs
+    # phases: (name, recmind epoch number) -- warm-up epochs exist only if T_w > 0
+    phases = ([("warmup", 1)] if warm > 0 else []) + [("joint", warm + 1)]
+    times: dict[str, list[float]] = {"lightgcn": []}
+    for phase, ep in phases:
+        times[f"recmind/{phase}"] = []
+        for _ in range(args.epochs + 1):  # first round is a discarded warm-up of caches
+            times["lightgcn"].append(_epoch(models["lightgcn"], opts["lightgcn"], data, sampler,
+                                            rngs["lightgcn"], 1, spec.train.batch_size))
+            times[f"recmind/{phase}"].append(_epoch(models["recmind"], opts["recmind"], data,
+                                                    sampler, rngs["recmind"], ep,
+                                                    spec.train.batch_size))
+            times["lightgcn"][-1:] = times["lightgcn"][-1:]
+        times[f"recmind/{phase}"] = times[f"recmind/{phase}"][1:]
+    times["lightgcn"] = [t for i, t in enumerate(times["lightgcn"]) if i % (args.epochs + 1)]
+    med = {k: statistics.median(v) for k, v in times.items()}
+    out = {
+        "config": args.config, "threads": args.threads, "epochs_timed": args.epochs,
+        "n_train_edges": int(len(data.train)), "batch_size": spec.train.batch_size,
+        "median_epoch_s": med,
+        "ratio_joint": med["recmind/joint"] / med["lightgcn"],
+        **({"ratio_warmup": med["recmind/warmup"] / med["lightgcn"]} if warm > 0 else {}),
+        "all_epoch_s": times,
+    }
+    print(f"{'model':<18}{'median s/epoch':>16}{'x LightGCN':>12}")
+    for k, v in med.items():
+        print(f"{k:<18}{v:>16.3f}{v / med['lightgcn']:>12.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

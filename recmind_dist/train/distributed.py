@@ -230,9 +230,14 @@ def _worker_loop(cfg: dict[str, Any]) -> None:  # noqa: C901 (one training loop)
         if not partitioned and world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
+            # DDP gets its own process group: its backward-hook all-reduces run asynchronously
+            # and must not interleave with collectives inside the model's backward (the
+            # InfoNCE all-gather of RecMind) on the default group -- gloo would pair up
+            # unrelated operations of equal size and mix their data.
             net = DistributedDataParallel(  # unused: e.g. RecMind's gates during warm-up
                 _LossModule(model), device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=not isinstance(model, (LightGCN, MF)),
+                process_group=dist.new_group(),
             )
         opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=ts.lr)
 

@@ -177,12 +177,48 @@ class RecMindSpec(_Spec):
     )
 
 
+class GATLLMSpec(_Spec):
+    """GAT over LM-written (or templated) profiles, BPR + α·cosine, hard negatives
+    (see :mod:`recmind_dist.models.gat_llm`)."""
+
+    name: Literal["gat_llm"] = "gat_llm"
+    features: Literal["text", "id", "text_id"] = Field(
+        "text", description="initial node features: projected profile vectors, ID embeddings "
+        "only (ablation), or both summed")
+    dim: int = Field(64, gt=0)
+    layers: int = Field(2, ge=0, description="GAT layers")
+    heads: int = Field(2, gt=0, description="attention heads per layer (dim % heads == 0)")
+    gat_version: Literal["v1", "v2"] = Field("v1", description="GATConv or GATv2Conv")
+    dropout: float = Field(0.0, ge=0, lt=1, description="attention dropout")
+    alpha: float = Field(0.1, ge=0, description="weight of the cosine term; 0 = ablation")
+    reg: float = Field(1e-4, ge=0, description="λ of the L2 term on the batch's layer-0 rows")
+    hard_negative_ratio: float = Field(0.3, ge=0, le=1, description="share of hard negatives")
+    hard_negative_pool: int = Field(50, gt=0, description="ranks a hard negative is drawn from")
+    hard_negative_skip: int = Field(
+        5, ge=0, description="top ranks never used as negatives (likely false negatives)")
+    hard_negative_refresh: int = Field(5, gt=0, description="re-mine every N epochs")
+    hard_negative_start: int = Field(5, ge=1, description="first epoch with hard negatives")
+    forward_every: int = Field(
+        1, gt=0, description="full-graph GAT forward once per k batches (1 = every batch)")
+    features_backend: Literal["local", "ray"] = Field(
+        "local", description="embedding-job backend for the profiles")
+    features_cache: Path | None = Field(
+        None, description="feature cache root; None = <data.cache_dir>/features")
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self) -> GATLLMSpec:
+        if self.dim % self.heads:
+            raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
+        return self
+
+
 class PopularitySpec(_Spec):
     name: Literal["popularity"] = "popularity"
 
 
 ModelSpec = Annotated[
-    MFSpec | LightGCNSpec | PopularitySpec | RecMindSpec, Field(discriminator="name")
+    MFSpec | LightGCNSpec | PopularitySpec | RecMindSpec | GATLLMSpec,
+    Field(discriminator="name"),
 ]
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from recmind_dist.config import LightGCNSpec, MFSpec, ModelSpec, PopularitySpec, RecMindSpec
+from recmind_dist.config import (
+    GATLLMSpec,
+    LightGCNSpec,
+    MFSpec,
+    ModelSpec,
+    PopularitySpec,
+    RecMindSpec,
+)
 from recmind_dist.data.split import SplitData
 from recmind_dist.errors import InputError
 from recmind_dist.graph.adjacency import normalized_adjacency, normalized_degree
@@ -17,6 +24,8 @@ from recmind_dist.models.popularity import Popularity
 
 def needs_features(spec: ModelSpec) -> bool:
     """Whether :func:`build_model` needs node text features for this spec."""
+    if isinstance(spec, GATLLMSpec):
+        return spec.features != "id"
     return isinstance(spec, RecMindSpec)
 
 
@@ -51,6 +60,23 @@ def build_model(
             fallback_hidden=spec.fallback_hidden, align_view=spec.align_view,
             isolated_text_only=spec.isolated_text_only, warm_negatives=spec.warm_negatives,
             align_grad=spec.align_grad,
+        )  # fmt: skip
+    elif isinstance(spec, GATLLMSpec):
+        from recmind_dist.models.gat_llm import GATLLM, stacked_text
+
+        if needs_features(spec) and features is None:
+            raise InputError("job spec", "model.features", f"gat_llm with features="
+                             f"{spec.features!r} needs node text features (profiles)")
+        model = GATLLM(
+            data.n_users, data.n_items, data.train,
+            stacked_text(features) if needs_features(spec) else None,
+            features=spec.features, dim=spec.dim, layers=spec.layers, heads=spec.heads,
+            alpha=spec.alpha, reg=spec.reg, dropout=spec.dropout, gat_version=spec.gat_version,
+            hard_negative_ratio=spec.hard_negative_ratio,
+            hard_negative_pool=spec.hard_negative_pool,
+            hard_negative_skip=spec.hard_negative_skip,
+            hard_negative_refresh=spec.hard_negative_refresh,
+            hard_negative_start=spec.hard_negative_start, forward_every=spec.forward_every,
         )  # fmt: skip
     else:  # pragma: no cover - the discriminated union makes this unreachable
         raise TypeError(f"unknown model spec {type(spec).__name__}")

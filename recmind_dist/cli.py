@@ -189,6 +189,32 @@ def train(
 
 @app.command()
 @friendly
+def embed(
+    config: ConfigOpt,
+    set_: SetOpt = None,
+    backend: Annotated[str, typer.Option(help="ray (Ray Data actor pool) or local")] = "ray",
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster (default: local)")] = None,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Embed item texts and training-only user profiles with the frozen LM (spec `embed`).
+
+    Vectors land in the cache that training reads; finished shards are skipped on a rerun.
+    """
+    from recmind_dist.config import load_spec
+    from recmind_dist.pipeline import run_embedding
+
+    if backend not in ("ray", "local"):
+        raise InputError("--backend", "backend", f"expected ray or local, got {backend!r}")
+    spec = load_spec(config, set_)
+    run_id, stats = run_embedding(spec, backend, progress, ray_address)
+    for k, v in sorted(stats.items()):
+        console.print(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}")
+    console.print(f"MLflow run id: [bold]{run_id}[/]")
+    print(f"RUN_ID={run_id}")
+
+
+@app.command()
+@friendly
 def evaluate(
     run: Annotated[str, typer.Option("--run", help="MLflow run id of a finished training run")],
     export_topk: Annotated[

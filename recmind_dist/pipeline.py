@@ -92,9 +92,40 @@ def model_features(spec: JobSpec, dataset: Dataset, data: SplitData):  # noqa: A
         return None
     from recmind_dist.models.features import node_text_features
 
-    root = spec.model.features_cache or Path(spec.data.cache_dir) / "features"
-    return node_text_features(dataset, data, spec.text, spec.embed, root,
+    return node_text_features(dataset, data, spec.text, spec.embed, features_root(spec),
                               backend=spec.model.features_backend)
+
+
+def features_root(spec: JobSpec) -> Path:
+    """Where node text features are cached: ``model.features_cache`` or
+    ``<data.cache_dir>/features`` (the embed command and training share it)."""
+    return getattr(spec.model, "features_cache", None) or Path(spec.data.cache_dir) / "features"
+
+
+def run_embedding(spec: JobSpec, backend: str = "ray", progress: bool = True,
+                  ray_address: str | None = None) -> tuple[str, dict]:
+    """The embedding job for ``spec`` (items + training-only user profiles), into the same
+    cache training reads; throughput and wall time logged to MLflow. Returns (run id, stats)."""
+    from recmind_dist.models.features import node_text_features
+
+    seed_everything(spec.seed)
+    dataset, data = prepare(spec)
+    kwargs = {"ray_address": ray_address} if backend == "ray" and ray_address else {}
+    with tracking.mlflow_run(spec, {"job": "embed", "dataset_checksum": str(dataset.checksum),
+                                    "split_key": data.key}) as run:  # fmt: skip
+        feats = node_text_features(dataset, data, spec.text, spec.embed, features_root(spec),
+                                   backend=backend, progress=progress, **kwargs)  # fmt: skip
+        stats: dict[str, float] = dict(feats.summary())
+        for kind, res in feats.info.get("results", {}).items():
+            stats.update({f"embed/{kind}/texts_per_s": res.texts_per_s,
+                          f"embed/{kind}/tokens_per_s": res.tokens_per_s,
+                          f"embed/{kind}/wall_s": res.wall_s,
+                          f"embed/{kind}/n_encoded": float(res.n_encoded),
+                          f"embed/{kind}/shards_skipped": float(res.shards_skipped)})  # fmt: skip
+        tracking.log_metrics(stats)
+        tracking.log_json({k: str(v) for k, v in feats.info.items() if k != "results"},
+                          "features.json")
+        return run.info.run_id, stats
 
 
 def log_gate_probe(model: Recommender, spec: JobSpec) -> dict[str, float]:

@@ -88,3 +88,20 @@ def test_bad_inputs_give_one_clear_line(tiny_dataset, tmp_path, monkeypatch):
     res = runner.invoke(app, ["evaluate", "--run", "0123", "--tracking-uri",
                               f"sqlite:///{tmp_path / 'm.db'}"])  # fmt: skip
     assert res.exit_code == 2 and "run" in res.output
+
+
+def test_embed_command_writes_the_cache_training_reads(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = _spec(tmp_path, tiny_dataset.path)
+    args = ["embed", "--config", str(spec), "--backend", "local", "--no-progress",
+            "--set", f"data.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "embed/items/texts_per_s" in res.output
+    files = sorted((tmp_path / "cache" / "features").rglob("items.parquet"))
+    assert files, "item vectors not written to the features cache"
+    mtime = files[0].stat().st_mtime_ns
+    res = runner.invoke(app, args)  # cache hit: nothing re-encoded
+    assert res.exit_code == 0, res.output
+    assert "embed/items/texts_per_s" not in res.output
+    assert files[0].stat().st_mtime_ns == mtime

@@ -146,9 +146,10 @@ def node_text_features(
     item_file = item_dir / "embeddings" / "items.parquet"
     user_file = user_dir / "embeddings" / "users.parquet"
     computed = []
+    results: dict[str, Any] = {}  # kind -> EmbedResult of this call (throughput, shards)
     if not _cached(item_file, item_key):
         items = build_item_texts(dataset.items, text_spec, item_ids=dataset.n_items)
-        run_embedding_job({"items": items}, embed_spec, item_dir, progress=progress,
+        results["items"] = run_embedding_job({"items": items}, embed_spec, item_dir, progress=progress,
                           backend=backend, **job_kwargs)
         write_json({"key": item_key, "dataset_checksum": checksum}, item_dir / "embeddings" /
                    "features_key.json")
@@ -158,7 +159,7 @@ def node_text_features(
         train_pairs = (data.user_ids[data.train[:, 0]], data.item_ids[data.train[:, 1]])
         users = build_user_texts(dataset.users, train_pairs, dataset.items, text_spec,
                                  user_ids=dataset.n_users)
-        run_embedding_job({"users": users}, embed_spec, user_dir, progress=progress,
+        results["users"] = run_embedding_job({"users": users}, embed_spec, user_dir, progress=progress,
                           backend=backend, **job_kwargs)
         write_json({"key": user_key, "split_key": data.key, "dataset_checksum": checksum},
                    user_dir / "embeddings" / "features_key.json")
@@ -166,7 +167,7 @@ def node_text_features(
     uvec, uhas = align_to_local(*read_embeddings(user_file), data.user_ids)
     ivec, ihas = align_to_local(*read_embeddings(item_file), data.item_ids)
     info = {"item_cache": str(item_file), "user_cache": str(user_file),
-            "computed": computed, "backend": backend}
+            "computed": computed, "backend": backend, "results": results}
     log.info("node text features: %d/%d users and %d/%d items with text (computed: %s)",
              uhas.sum(), len(uhas), ihas.sum(), len(ihas), computed or "none, cache hit")
     return NodeFeatures(uvec, ivec, uhas, ihas, info)

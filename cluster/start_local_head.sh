@@ -23,7 +23,15 @@ export RAY_USAGE_STATS_ENABLED=0
   --dashboard-host=127.0.0.1 --dashboard-port="${DASH_PORT:-8265}" --include-dashboard=true \
   --num-cpus="${NUM_CPUS:-2}" \
   --disable-usage-stats "$@"
+# remember this head's session so that stop_local_head.sh ends only its processes
+gcs_pid="$(ss -ltnpH "sport = :${GCS_PORT:-6380}" 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2 || true)"
+session=""
+if [[ -n "$gcs_pid" ]]; then  # the GCS of THIS head names its session in --log_dir
+  session="$(tr '\0' '\n' < /proc/$gcs_pid/cmdline | grep -o 'session_[0-9_-]*' | head -1 || true)"
+fi
+[[ -z "$session" ]] && session="$(basename "$(readlink -f /tmp/ray/session_latest)")"
+echo "$session" > "${STATE_FILE:-/tmp/recmind-ray-head.session}"
 echo
-echo "Ray head on 127.0.0.1:${GCS_PORT:-6380}; job API http://127.0.0.1:${DASH_PORT:-8265}"
+echo "Ray head (session $session) on 127.0.0.1:${GCS_PORT:-6380}; job API http://127.0.0.1:${DASH_PORT:-8265}"
 echo "listening sockets of this head (all should be 127.0.0.1):"
 ss -ltnp 2>/dev/null | grep -E "ray|gcs_server|raylet|dashboard" | awk '{print "  " $4}' | sort -u || true

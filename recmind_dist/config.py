@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from recmind_dist.data.split import SplitSpec
 from recmind_dist.embed.spec import EmbedSpec
 from recmind_dist.errors import InputError
+from recmind_dist.text.generate import GenerateSpec
 from recmind_dist.text.templates import TextSpec
 
 
@@ -216,8 +217,44 @@ class PopularitySpec(_Spec):
     name: Literal["popularity"] = "popularity"
 
 
+class LLMRecSpec(_Spec):
+    """LLMRec (WSDM 2024) on LightGCN: see :mod:`recmind_dist.models.llmrec` (model) and
+    :mod:`recmind_dist.augment` (candidates, LM augmentation, artefact). Train with
+    :func:`recmind_dist.augment.run.run_llmrec` (makes/reuses the augmentation first)."""
+
+    name: Literal["llmrec"] = "llmrec"
+    dim: int = Field(64, gt=0, description="= LightGCN's")
+    layers: int = Field(3, ge=0, description="= LightGCN's")
+    reg: float = Field(1e-4, ge=0, description="= LightGCN's L2 on layer-0 batch rows")
+    variant: Literal["full", "no_prune", "no_mae", "edges_only"] = Field(
+        "full", description="ablation: no_prune (ω = 0), no_mae (w_M = 0), edges_only (no "
+        "side features: LightGCN + augmented triples)")
+    base_run: str | None = Field(
+        None, description="MLflow run id of the base model (LightGCN/MF, same split) whose "
+        "top-N are the candidates; None = train LightGCN in-process with this job's settings")
+    candidates: int = Field(10, ge=2, description="candidates per user shown to the LM (the "
+                            "paper's |C| = 10)")
+    max_history: int = Field(20, ge=1, description="training items shown per user")
+    max_users: int | None = Field(None, ge=1, description="augment only the first N users")
+    enrich_fields: list[str] = Field(
+        default_factory=lambda: ["director", "country", "language"],
+        description="item attributes asked of a generative LM when the catalogue lacks them")
+    aug_weight: float = Field(
+        1.0, ge=0, description="weight of one augmented triple relative to one original edge")
+    prune_rate: float = Field(
+        0.2, ge=0, lt=1, description="ω: fraction of augmented triples with the largest BPR "
+        "loss dropped every epoch")
+    mae_ratio: float = Field(0.3, ge=0, lt=1, description="fraction of feature dims masked")
+    mae_weight: float = Field(0.1, ge=0, description="weight of the MAE reconstruction loss")
+    lm: GenerateSpec = Field(
+        default_factory=GenerateSpec, description="generative backend (default offline: "
+        "templates + encoder similarity, no generative model)")
+    augment_cache: Path = Field(Path("data/augment"), description="augmentation artefacts "
+                                "(and the LM prompt cache under generations/)")
+
+
 ModelSpec = Annotated[
-    MFSpec | LightGCNSpec | PopularitySpec | RecMindSpec | GATLLMSpec,
+    MFSpec | LightGCNSpec | PopularitySpec | RecMindSpec | LLMRecSpec | GATLLMSpec,
     Field(discriminator="name"),
 ]
 

@@ -78,6 +78,10 @@ def build_model(
             hard_negative_refresh=spec.hard_negative_refresh,
             hard_negative_start=spec.hard_negative_start, forward_every=spec.forward_every,
         )  # fmt: skip
+    elif getattr(spec, "name", None) == "llmrec":
+        from recmind_dist.models.llmrec import build_llmrec
+
+        model = build_llmrec(spec, data, device)
     else:  # pragma: no cover - the discriminated union makes this unreachable
         raise TypeError(f"unknown model spec {type(spec).__name__}")
     return model.to(device)

@@ -59,7 +59,7 @@ def build_model(
             fixed_gamma=spec.fixed_gamma, late_fusion=spec.late_fusion, fallback=spec.fallback,
             fallback_hidden=spec.fallback_hidden, align_view=spec.align_view,
             isolated_text_only=spec.isolated_text_only, warm_negatives=spec.warm_negatives,
-            align_grad=spec.align_grad,
+            align_grad=spec.align_grad, text_pca=spec.text_pca, align_nodes=spec.align_nodes,
         )  # fmt: skip
     elif isinstance(spec, GATLLMSpec):
         from recmind_dist.models.gat_llm import GATLLM, stacked_text

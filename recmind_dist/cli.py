@@ -269,5 +269,61 @@ def compare(
         df.to_csv(csv, index=False)
 
 
+@app.command()
+@friendly
+def recommend(
+    run: Annotated[str, typer.Option("--run", help="MLflow run id of a finished training run")],
+    user: Annotated[str, typer.Option("--user", help="raw user id (as in the source data)")],
+    k: Annotated[int, typer.Option(help="list length")] = 10,
+    rerank: Annotated[bool, typer.Option("--rerank/--no-rerank",
+                                         help="re-order with the LM and justify each item")] = True,
+    backend: Annotated[str, typer.Option(help="generative backend: offline | hf | openai")] = (
+        "offline"),
+    lm_model: Annotated[str | None, typer.Option(help="hf path/hub id or openai model")] = None,
+    base_url: Annotated[str | None, typer.Option(help="openai-compatible base URL")] = None,
+    cache_dir: Annotated[Path, typer.Option(help="generation cache")] = Path("data/generations"),
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
+) -> None:
+    """Top-K for one user from a run's best checkpoint, re-ranked with justifications."""
+    import numpy as np
+
+    from recmind_dist.config import TrackingSpec
+    from recmind_dist.eval.evaluator import SplitEvaluator
+    from recmind_dist.pipeline import load_run, resolve_dataset
+    from recmind_dist.rerank import Reranker
+    from recmind_dist.rerank.core import topk_for_users
+    from recmind_dist.text.generate import GenerateSpec, Generator
+    from recmind_dist.tracking import tracking_uri as resolve_uri
+
+    if backend not in ("offline", "hf", "openai"):
+        raise InputError("--backend", "backend", f"expected offline|hf|openai, got {backend!r}")
+    spec, data, model = load_run(run, tracking_uri or resolve_uri(TrackingSpec()))
+    ds = resolve_dataset(spec.data)
+    canon = np.flatnonzero(np.asarray(ds.user_raw_ids).astype(str) == str(user))
+    local = np.flatnonzero(data.user_ids == canon[0]) if len(canon) else []
+    if not len(local):
+        raise InputError("--user", "user", f"user {user!r} is not in run {run}'s split")
+    u = int(local[0])
+    ev = SplitEvaluator(data, spec.eval)
+    items = topk_for_users(model, data, ev.test_exclude, np.array([u]), k)
+    gen = Generator(GenerateSpec(backend=backend, model=lm_model, base_url=base_url,
+                                 cache_dir=cache_dir))
+    rr = Reranker(gen, ds, data, spec.text)
+    if rerank:
+        (res,) = rr.rerank([u], items)
+        order, why, who = res.items, res.justifications, f"{res.backend}:{res.model}"
+    else:
+        order, why, who = [int(i) for i in items[0]], [""] * items.shape[1], "model order"
+    held_out = set(data.test[data.test[:, 0] == u, 1].tolist())
+    table = Table(title=f"user {user} · run {run[:12]} ({spec.model.name}) · {who}")
+    for c in ("#", "item", "title", "held-out", "why"):
+        table.add_column(c, overflow="fold")
+    for r, i in enumerate(order, 1):
+        table.add_row(str(r), str(ds.item_raw_ids[data.item_ids[i]]), rr.info(i).title,
+                      "yes" if i in held_out else "", why[r - 1])
+    console.print(f"profile: {rr.profile.get(int(data.user_ids[u]), '')}", highlight=False)
+    console.print(table)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -76,7 +76,7 @@ class LyingBackend:
 
 
 def test_ungrounded_llm_claims_are_replaced(tiny_dataset):
-    data, model, rr = _setup(tiny_dataset)
+    data, _, rr = _setup(tiny_dataset)
     u = 0
     train_items = set(data.train[data.train[:, 0] == u, 1].tolist())
     train_titles = sorted(rr.info(i).title for i in train_items)

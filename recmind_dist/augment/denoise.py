@@ -59,12 +59,21 @@ def triple_bpr_losses(h_user: torch.Tensor, h_item: torch.Tensor, triples: torch
 def mask_dims(n_rows: int, dim: int, ratio: float, generator: torch.Generator | None = None,
               device: torch.device | str = "cpu") -> torch.Tensor:
     """Indices [n_rows, k] of the masked dimensions, ``k = round(ratio·dim)`` distinct per row
-    (at least 1 when ratio > 0)."""
+    (at least 1 when ratio > 0).
+
+    Row r masks the cyclic window ``π[(o_r + 0..k−1) mod D]`` of one random permutation π of
+    the dimensions, at a random offset o_r: every dimension is masked with probability k/D,
+    rows differ, and the cost is O(n·k) (a per-row top-k of random keys costs O(n·D log k)
+    and dominated the training step).
+    """
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"mask ratio must be in [0, 1), got {ratio}")
     k = max(1, round(ratio * dim)) if ratio > 0 else 0
-    noise = torch.rand(n_rows, dim, generator=generator, device=device)
-    return noise.topk(k, dim=1).indices if k else torch.zeros(n_rows, 0, dtype=torch.long)
+    if k == 0:
+        return torch.zeros(n_rows, 0, dtype=torch.long, device=device)
+    perm = torch.randperm(dim, generator=generator).to(device)
+    offset = torch.randint(0, dim, (n_rows, 1), generator=generator).to(device)
+    return perm[(offset + torch.arange(k, device=device)) % dim]
 
 
 class FeatureMAE(nn.Module):
@@ -75,14 +84,21 @@ class FeatureMAE(nn.Module):
     Rows that are all zero (nodes without text) are ignored.
     """
 
-    def __init__(self, in_dim: int, hidden: int, ratio: float) -> None:
+    def __init__(self, in_dim: int, hidden: int, ratio: float, max_rows: int | None = None
+                 ) -> None:
         super().__init__()
         self.ratio = float(ratio)
+        self.max_rows = max_rows
         self.decoder = nn.Linear(hidden, in_dim)
 
     def forward(self, f: torch.Tensor, project: nn.Module,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = f.abs().sum(1) > 0
+        """``max_rows``: reconstruct a random subset of at most that many rows per call (an
+        unbiased estimate of the full loss at a fraction of the cost)."""
+        rows = torch.nonzero(f.abs().sum(1) > 0).flatten()
+        if self.max_rows is not None and len(rows) > self.max_rows:
+            pick = torch.randperm(len(rows), generator=generator)[: self.max_rows]
+            rows = rows[pick.to(rows.device)]
         f = f[rows]
         idx = mask_dims(len(f), f.shape[1], self.ratio, generator, f.device)
         if len(f) == 0 or idx.shape[1] == 0:

@@ -29,7 +29,8 @@ What LLMRec adds (see :mod:`recmind_dist.augment` for how the augmentation is ma
 
 * **MAE feature refinement** (:class:`recmind_dist.augment.denoise.FeatureMAE`): mask a
   fraction of the feature dimensions of every node, reconstruct them through P and a linear
-  decoder; weight ``mae_weight``.
+  decoder; weight ``mae_weight``; each step reconstructs a random subset of at most
+  ``mae_rows`` users and as many items (an unbiased estimate of the all-node loss).
 
 Variants: ``full``; ``no_prune`` (ω = 0); ``no_mae`` (w_M = 0); ``edges_only`` (no side
 features, hence no MAE: LightGCN + pruned augmented triples).
@@ -68,6 +69,7 @@ class LLMRec(LightGCN):
         prune_rate: float = 0.1,
         mae_ratio: float = 0.3,
         mae_weight: float = 0.1,
+        mae_rows: int | None = 512,
         seed: int = 0,
     ) -> None:
         super().__init__(n_users, n_items, adj, dim, n_layers, reg)
@@ -99,15 +101,19 @@ class LLMRec(LightGCN):
             for p in (self.user_proj, self.item_proj):  # start close to LightGCN
                 nn.init.normal_(p.weight, std=0.1 / math.sqrt(d_text))
                 nn.init.zeros_(p.bias)
-            self.mae_user = FeatureMAE(d_text, dim, mae_ratio)
-            self.mae_item = FeatureMAE(d_text, dim, mae_ratio)
+            self.register_buffer("has_user", (fu.abs().sum(1, keepdim=True) > 0).float(),
+                                 persistent=False)
+            self.register_buffer("has_item", (fi.abs().sum(1, keepdim=True) > 0).float(),
+                                 persistent=False)
+            self.mae_user = FeatureMAE(d_text, dim, mae_ratio, mae_rows)
+            self.mae_item = FeatureMAE(d_text, dim, mae_ratio, mae_rows)
 
     # ---------------------------------------------------------------------------- forward
 
     def side(self) -> torch.Tensor:
         """[U+I, dim] projected side features (zero rows for nodes without text)."""
-        su = self.user_proj(self.f_user) * (self.f_user.abs().sum(1, keepdim=True) > 0)
-        si = self.item_proj(self.f_item) * (self.f_item.abs().sum(1, keepdim=True) > 0)
+        su = self.user_proj(self.f_user) * self.has_user
+        si = self.item_proj(self.f_item) * self.has_item
         return torch.cat([su, si], 0)
 
     def layer0(self) -> torch.Tensor:

@@ -113,3 +113,25 @@ def test_training_learns_groups_with_text_features():
                     ev, 0, progress=False)
     assert r.test["recall_at_10"] > max(before, 10 / 30 * 0.9)  # ~random within the group
     assert "train/cos" in r.history[-1]
+
+
+def test_lm_written_profiles_become_features(tiny_dataset, tmp_path):
+    from recmind_dist.data.split import SplitSpec, make_split
+    from recmind_dist.models.gat_llm import profile_features
+    from recmind_dist.text.generate import GenerateSpec, Generator
+
+    class Writer:  # a "generative LM": rewrites every other profile, garbage for the rest
+        name, model_name = "fake", "writer"
+
+        def generate(self, requests):
+            return [f"A fan of {r.payload['facts'][:12]} things." if r.payload["id"] % 2 else
+                    "###" for r in requests]
+
+    data = make_split(tiny_dataset, SplitSpec(threshold=None), 0)
+    gen = Generator(GenerateSpec(max_retries=0), backend=Writer())
+    f = profile_features(tiny_dataset, data, gen, cache_root=tmp_path)
+    assert f.user_vec.shape == (data.n_users, 384) and f.item_has_text.all()
+    assert f.info["profiles_backend"] == "fake" and f.info["profiles_fallback"] == 35
+    assert gen.stats["skipped"] == 35  # 15 users + 20 items answered "###": facts kept
+    again = profile_features(tiny_dataset, data, gen, cache_root=tmp_path)  # cached vectors
+    assert np.array_equal(again.item_vec, f.item_vec) and "profiles_fallback" not in again.info

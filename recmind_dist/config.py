@@ -160,9 +160,13 @@ class RecMindSpec(_Spec):
         "still sees n + queue_size negatives",
     )
     align_grad: Literal["both", "language"] = Field(
-        "both",
-        description="which side the alignment loss trains: both views (the paper's symmetric "
-        "alignment) or only the language side (graph view as a stop-gradient target)",
+        "language",
+        description="which side the alignment loss trains: only the language side (graph "
+        "view as a stop-gradient target: z learns to predict the collaborative embedding, "
+        "which is what the gate and unseen items use) or both views (symmetric). On ml-100k "
+        "seed 2020, both-sided alignment slowed BPR (valid NDCG@20 at epoch 30: 0.186 with "
+        "τ=0.2, λ=0.1, T_w=3; 0.189 with τ=0.5, λ=0.05, T_w=1) while language-only tracked "
+        "LightGCN (0.213 vs 0.209)",
     )
     isolated_text_only: bool = Field(
         True,

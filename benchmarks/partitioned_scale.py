@@ -12,7 +12,7 @@
    (torch.multiprocessing) in three modes: partitioned/METIS, partitioned/random (each
    worker loads only its share of Â; own rows of the table + Adam state), and replicated
    (every worker loads the whole Â and table; DDP all-reduce of the full gradient).
-   Per worker: peak RSS (ru_maxrss), RSS after `import torch` (the floor), seconds per step,
+   Per worker: peak RSS (VmHWM), RSS after `import torch` (the floor), seconds per step,
    halo bytes actually received per layer.
 
 Prints a table (and --json for one JSON object).
@@ -36,6 +36,12 @@ import numpy as np  # noqa: E402
 
 
 def _rss_mb() -> float:
+    """Peak RSS of this process image (VmHWM). Not ru_maxrss: Linux keeps ru_maxrss across
+    execve, so spawned workers would report the (large) parent's peak."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

@@ -113,6 +113,7 @@ def test_cache_rerun_costs_nothing_and_resumes(tmp_path):
     assert g.stats["generated"] == 3 and len(list((tmp_path / "cache").glob("part-*"))) == 2
     g2 = Generator(GenerateSpec(cache_dir=tmp_path / "cache"), backend=FlakyBackend(0))
     g2.backend.name, g2.backend.model_name = "offline", "bag-of-words"  # same key space
+    g2.backend.params = g.backend.params
     again = choose_liked_disliked_many(g2, cases + [(HIST, CANDS[::-1])])
     assert [o.parsed for o in again[:3]] == [o.parsed for o in first]
     assert all(o.cached for o in again[:3]) and not again[3].cached
@@ -227,3 +228,15 @@ def test_openai_compatible_endpoint(chat_server, monkeypatch):
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     with pytest.raises(InputError, match="base_url"):
         Generator(GenerateSpec(backend="openai", model="x"))
+
+
+def test_cache_key_includes_answer_changing_settings(tmp_path):
+    cands = [ItemInfo(f"M{i}", CANDS[i % 3]) for i in range(6)]
+    a = Generator(GenerateSpec(cache_dir=tmp_path, offline_rerank_weight=0.0),
+                  encoder=BagEncoder())
+    b = Generator(GenerateSpec(cache_dir=tmp_path, offline_rerank_weight=1.0),
+                  encoder=BagEncoder())
+    ra = rerank_with_justifications(a, "", cands, [HIST[0]])
+    rb = rerank_with_justifications(b, "", cands, [HIST[0]])
+    assert not rb.cached and [i for i, _ in ra.parsed] == list(range(6))
+    assert a.key("p") != b.key("p")

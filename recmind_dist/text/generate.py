@@ -25,7 +25,8 @@ decoding); after that it is returned with ``ok=False, parsed=None`` and counted 
 :attr:`Generator.stats` (``skipped``). Nothing a model writes can crash a job.
 
 Cache: ``cache_dir`` holds Parquet part files (``part-*.parquet``: key, backend, model, task,
-prompt, text, created) keyed by ``sha256(backend, model, prompt)``. Each generated chunk is
+prompt, text, created) keyed by ``sha256(backend, model, prompt)`` plus the settings that
+change an answer (temperature/top-p/max_new_tokens/seed; the offline re-rank weight). Each generated chunk is
 written as a new part atomically, so an interrupted run keeps the chunks it finished and a
 rerun generates nothing already cached (``stats['cache_hits']``). Transport failures (HTTP
 errors) are not cached. :meth:`GenerationCache.compact` merges the parts into one.
@@ -187,8 +188,9 @@ def _info(x: ItemInfo | str) -> ItemInfo:
 # ------------------------------------------------------------------------------------------
 
 
-def cache_key(backend: str, model: str, prompt: str) -> str:
-    blob = json.dumps([backend, model, prompt], ensure_ascii=False)
+def cache_key(backend: str, model: str, prompt: str, params: dict[str, Any] | None = None) -> str:
+    """sha256 of (backend, model, the settings that change the answer, prompt)."""
+    blob = json.dumps([backend, model, params or {}, prompt], ensure_ascii=False, sort_keys=True)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
@@ -266,6 +268,17 @@ class Backend:
 
     name: str = "?"
     model_name: str = "?"
+
+    def params(self) -> dict[str, Any]:
+        """Settings besides model and prompt that change the text (part of the cache key)."""
+        spec = getattr(self, "spec", None)
+        if spec is None:
+            return {}
+        if self.name == "offline":
+            return {"rerank_w": spec.offline_rerank_weight}
+        return {"temperature": spec.temperature, "top_p": spec.top_p,
+                "max_new_tokens": spec.max_new_tokens,
+                **({"seed": spec.seed} if spec.temperature > 0 else {})}
 
     def generate(self, requests: Sequence[Request]) -> list[str | None]:  # pragma: no cover
         raise NotImplementedError
@@ -608,7 +621,8 @@ class Generator:
         return self.backend.model_name
 
     def key(self, prompt: str) -> str:
-        return cache_key(self.backend.name, self.backend.model_name, prompt)
+        params = self.backend.params() if hasattr(self.backend, "params") else {}
+        return cache_key(self.backend.name, self.backend.model_name, prompt, params)
 
     def texts(self, requests: Sequence[Request]) -> tuple[list[str | None], list[bool]]:
         """Raw texts (cache first, then the backend); ``None`` = transport failure."""

@@ -521,7 +521,9 @@ class OfflineBackend(Backend):
             order = np.argsort(-fused, kind="stable")
         lines = []
         for i in order.tolist():
-            best = int(np.argmax(hv @ cv[i])) if len(hv) else None
+            # anchor: the history item sharing most genres, ties by encoder similarity
+            shared = np.array([len(_shared_genres(cands[i], h)) for h in hist], np.float64)
+            best = int(np.argmax(shared + hv @ cv[i])) if len(hv) else None
             lines.append(f"{i}: {template_justification(cands[i], hist[best] if best is not None else None)}")
         return "\n".join(lines)
 

@@ -44,8 +44,8 @@ def test_missing_file(tmp_path):
 
 def test_overrides_are_validated(tmp_path):
     p = ROOT / "configs" / "ml100k_lightgcn.yaml"
-    spec = load_spec(p, ["seed=7", "train.lr=0.01", "eval.ks=[5,10]"])
-    assert spec.seed == 7 and spec.train.lr == 0.01 and spec.eval.ks == [5, 10]
+    spec = load_spec(p, ["seed=7", "train.lr=0.01", "eval.ks=[10,20]"])
+    assert spec.seed == 7 and spec.train.lr == 0.01 and spec.eval.ks == [10, 20]
     with pytest.raises(InputError, match="train.nope"):
         load_spec(p, ["train.nope=1"])
     with pytest.raises(InputError, match="key.path=value"):

@@ -174,7 +174,12 @@ def train(
     from recmind_dist.tracking import tracking_uri
 
     spec = load_spec(config, set_)
-    outcome = run_training(spec, progress=progress)
+    if spec.model.name == "llmrec":  # augmentation artefact first (made once, then reused)
+        from recmind_dist.augment.run import run_llmrec
+
+        outcome = run_llmrec(spec, progress=progress)
+    else:
+        outcome = run_training(spec, progress=progress)
     r = outcome.result
     metrics = {f"test/{k}": v for k, v in r.test.items()}
     print_metrics(f"{spec.name} (best epoch {r.best_epoch}, {r.train_seconds:.1f}s training)",

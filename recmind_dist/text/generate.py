@@ -263,6 +263,10 @@ class GenerationCache:
 # ------------------------------------------------------------------------------------------
 
 
+#: Bump when the offline backend's answers change for the same prompt (invalidates its cache).
+OFFLINE_VERSION = 2
+
+
 class Backend:
     """Turns requests into raw texts. ``None`` for a request = transport failure (not cached)."""
 
@@ -275,7 +279,7 @@ class Backend:
         if spec is None:
             return {}
         if self.name == "offline":
-            return {"rerank_w": spec.offline_rerank_weight}
+            return {"rerank_w": spec.offline_rerank_weight, "v": OFFLINE_VERSION}
         return {"temperature": spec.temperature, "top_p": spec.top_p,
                 "max_new_tokens": spec.max_new_tokens,
                 **({"seed": spec.seed} if spec.temperature > 0 else {})}

@@ -22,11 +22,11 @@ def synth_split(tmp_path_factory):
     return make_split(load_dataset(out), SplitSpec(threshold=None), seed=0)
 
 
-def _run(spec, data, epochs=25, lr=5e-3):
-    seed_everything(0)
+def _run(spec, data, epochs=25, lr=5e-3, seed=0):
+    seed_everything(seed)
     model = build_model(spec, data)
     ev = SplitEvaluator(data, EvalSpec(ks=[20]))
-    res = train_model(model, data, TrainSpec(epochs=epochs, lr=lr, patience=100), ev, 0,
+    res = train_model(model, data, TrainSpec(epochs=epochs, lr=lr, patience=100), ev, seed,
                       progress=False)  # fmt: skip
     return res, model
 
@@ -48,9 +48,16 @@ def test_lightgcn_and_mf_clearly_beat_popularity(synth_split):
 def test_training_is_reproducible(synth_split):
     a, ma = _run(LightGCNSpec(dim=16, layers=1), synth_split, epochs=3)
     b, mb = _run(LightGCNSpec(dim=16, layers=1), synth_split, epochs=3)
-    np.testing.assert_equal(a.test, b.test)  # NaN (empty bucket) == NaN here
+    # same seed, same spec: same trajectory. Multi-threaded CPU scatter-adds may sum in another
+    # order, so parameters agree to float round-off rather than bit for bit.
     for (ka, va), (kb, vb) in zip(ma.state_dict().items(), mb.state_dict().items(), strict=True):
-        assert ka == kb and np.array_equal(va.numpy(), vb.numpy())
+        assert ka == kb
+        np.testing.assert_allclose(va.numpy(), vb.numpy(), rtol=0, atol=1e-5)
+    assert a.test.keys() == b.test.keys()
+    np.testing.assert_allclose([a.test[k] for k in a.test], [b.test[k] for k in a.test],
+                               rtol=0, atol=1e-3)  # fmt: skip
+    c, _ = _run(LightGCNSpec(dim=16, layers=1), synth_split, epochs=3, seed=1)
+    assert c.test["ndcg_at_20"] != a.test["ndcg_at_20"]
 
 
 def test_early_stopping_keeps_best_state(synth_split):

@@ -7,7 +7,8 @@
    :func:`run_embedding_job` on a local 2-CPU Ray (Ray already started, as under
    ``ray job submit``; Ray start-up is reported separately), side-by-side table + ratio, and
    the cosine between the two sets of vectors.
-2. texts/s of the Ray job on ``--n-synthetic`` short synthetic item texts.
+2. texts/s of the Ray job on ``--n-synthetic`` short synthetic item texts, and of
+   sentence-transformers on the same texts (the ratio once start-up is amortised).
 """
 
 from __future__ import annotations
@@ -146,6 +147,11 @@ def main() -> int:
             print(f"\nsynthetic {args.n_synthetic} item texts: {big.texts_per_s:.1f} texts/s, "
                   f"{big.tokens_per_s:.0f} tokens/s, wall {big.wall_s:.1f} s, "
                   f"{big.shards_total} shards")
+            _, syn_load, syn_enc = st_baseline(syn["text"].tolist(), args.batch_size)
+            st_rate = args.n_synthetic / syn_enc
+            print(f"sentence-transformers on the same {args.n_synthetic} texts: {st_rate:.1f} "
+                  f"texts/s (encode only, {syn_enc:.1f} s); ratio Ray job / ST = "
+                  f"{big.texts_per_s / st_rate:.2f}x")
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutdown_ray()

@@ -92,6 +92,13 @@ def model_features(spec: JobSpec, dataset: Dataset, data: SplitData):  # noqa: A
         return None
     from recmind_dist.models.features import node_text_features
 
+    if getattr(spec.model, "profiles", None) is not None:  # GAT-LLM with LM-written profiles
+        from recmind_dist.models.gat_llm import profile_features
+        from recmind_dist.text.generate import Generator
+
+        return profile_features(dataset, data, Generator(spec.model.profiles), spec.text,
+                                spec.embed, features_root(spec),
+                                backend=spec.model.features_backend)  # fmt: skip
     return node_text_features(dataset, data, spec.text, spec.embed, features_root(spec),
                               backend=spec.model.features_backend)
 

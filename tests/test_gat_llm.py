@@ -135,3 +135,24 @@ def test_lm_written_profiles_become_features(tiny_dataset, tmp_path):
     assert gen.stats["skipped"] == 35  # 15 users + 20 items answered "###": facts kept
     again = profile_features(tiny_dataset, data, gen, cache_root=tmp_path)  # cached vectors
     assert np.array_equal(again.item_vec, f.item_vec) and "profiles_fallback" not in again.info
+
+
+def test_pipeline_uses_lm_written_profiles_when_the_spec_names_a_generator(tiny_dataset, tmp_path):
+    """`model.profiles` routes GAT-LLM features through profile_features (offline backend)."""
+    from recmind_dist.config import parse_spec
+    from recmind_dist.data.split import make_split
+    from recmind_dist.pipeline import model_features
+
+    spec = parse_spec({
+        "data": {"source": None, "path": str(tiny_dataset.path), "cache_dir": str(tmp_path)},
+        "split": {"threshold": None},
+        "model": {"name": "gat_llm", "profiles": {"backend": "offline",
+                                                  "cache_dir": str(tmp_path / "gen")}},
+    }, "test")  # fmt: skip
+    data = make_split(tiny_dataset, spec.split, spec.seed)
+    feats = model_features(spec, tiny_dataset, data)
+    assert feats.info["profiles_backend"] == "offline"
+    assert feats.item_vec.shape[0] == data.n_items and feats.item_has_text.all()
+    plain = parse_spec({**spec.model_dump(mode="json"),
+                        "model": {"name": "gat_llm"}}, "test")  # fmt: skip
+    assert "profiles_backend" not in model_features(plain, tiny_dataset, data).info

@@ -20,19 +20,6 @@ from recmind_dist.errors import InputError
 N = 53
 
 
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("tiny_bert_job")
-    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
-                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
-    BertModel(cfg).save_pretrained(d)
-    AutoTokenizer.from_pretrained(default_model_path()).save_pretrained(d)
-    return d
-
-
 def _texts() -> dict[str, pd.DataFrame]:
     rng = np.random.default_rng(0)
     ids = rng.permutation(np.arange(0, 2 * N, 2))  # unsorted, sparse ids

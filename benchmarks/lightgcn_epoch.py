@@ -103,7 +103,7 @@ def main() -> None:
     med_o, med_p = statistics.median(ours_t), statistics.median(pyg_t)
     print(f"\nml-100k LightGCN (dim 64, 3 layers, batch 2048, {args.epochs} epochs, "
           f"{torch.get_num_threads()} threads; {len(data.train)} training edges)")  # fmt: skip
-    print(f"| implementation | median epoch (s) | test Recall@20 | test NDCG@20 | Recall@40 |")
+    print("| implementation | median epoch (s) | test Recall@20 | test NDCG@20 | Recall@40 |")
     print("|---|---|---|---|---|")
     for name, med, q in (("recmind-dist", med_o, ours_q), ("PyG LightGCN", med_p, pyg_q)):
         print(f"| {name} | {med:.3f} | {q['recall_at_20']:.4f} | {q['ndcg_at_20']:.4f} "

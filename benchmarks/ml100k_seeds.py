@@ -31,7 +31,7 @@ def run(config: Path, seed: int, target: float | None, overrides: list[str]) -> 
     ev = SplitEvaluator(data, spec.eval)
     reached: dict[str, float] = {}
 
-    def on_epoch(epoch: int, row: dict, m) -> None:  # noqa: ANN001
+    def on_epoch(epoch: int, row: dict, m) -> None:
         if target is not None and "t" not in reached:
             r20 = ev.evaluate(m, "test", buckets=False)["recall_at_20"]
             if r20 >= target:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 def _rss_mb() -> float:
@@ -77,11 +77,11 @@ def _worker(rank: int, world: int, tmp: str, mode: str, cfg: dict) -> None:
         del a
 
         class _L(torch.nn.Module):
-            def __init__(self, m):  # noqa: ANN001
+            def __init__(self, m):
                 super().__init__()
                 self.m = m
 
-            def forward(self, b):  # noqa: ANN001, ANN202
+            def forward(self, b):
                 return self.m.training_loss(b, 1)
 
         net = DistributedDataParallel(_L(model))

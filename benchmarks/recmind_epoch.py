@@ -31,7 +31,7 @@ from recmind_dist.train.loop import iterate_batches, seed_everything
 
 
 def _epoch(model: Recommender, opt: torch.optim.Optimizer, data, sampler, rng, epoch: int,
-           batch_size: int) -> float:  # noqa: ANN001
+           batch_size: int) -> float:
     model.train()
     model.on_epoch_start(epoch)
     t0 = time.perf_counter()
@@ -82,7 +82,7 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     out = {
         "config": args.config, "overrides": args.overrides, "threads": args.threads, "epochs_timed": args.epochs,
-        "n_train_edges": int(len(data.train)), "batch_size": spec.train.batch_size,
+        "n_train_edges": len(data.train), "batch_size": spec.train.batch_size,
         "median_epoch_s": med,
         "ratio_joint": med["recmind/joint"] / med["lightgcn"],
         **({"ratio_warmup": med["recmind/warmup"] / med["lightgcn"]} if warm > 0 else {}),

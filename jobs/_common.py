@@ -24,7 +24,7 @@ def add_spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true")
 
 
-def load(args: argparse.Namespace):  # noqa: ANN201
+def load(args: argparse.Namespace):
     from recmind_dist.config import load_spec
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -48,7 +48,7 @@ def emit(obj: dict[str, Any], as_json: bool) -> None:
             print(f"{k}: {v}")
 
 
-def main_guard(fn) -> int:  # noqa: ANN001
+def main_guard(fn) -> int:
     from recmind_dist.errors import InputError
 
     try:

@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def find_run(spec) -> str:  # noqa: ANN001
+def find_run(spec) -> str:
     import mlflow
 
     from recmind_dist.errors import InputError
@@ -45,7 +45,7 @@ def find_run(spec) -> str:  # noqa: ANN001
     return runs[0].info.run_id
 
 
-def evaluate_run(spec, run_id: str | None, export_topk: Path | None = None) -> dict:  # noqa: ANN001
+def evaluate_run(spec, run_id: str | None, export_topk: Path | None = None) -> dict:
     import mlflow
 
     from recmind_dist import tracking

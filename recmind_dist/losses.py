@@ -40,7 +40,7 @@ def symmetric_infonce(
     tau: float,
     queue_a: torch.Tensor | None = None,
     queue_b: torch.Tensor | None = None,
-    gather=None,  # noqa: ANN001 - Callable[[Tensor], Tensor]
+    gather=None,
 ) -> torch.Tensor:
     """Symmetric InfoNCE between two views ``a`` [B, d] and ``b`` [B, d] of the same B nodes.
 

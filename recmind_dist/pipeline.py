@@ -82,7 +82,7 @@ def prepare(spec: JobSpec) -> tuple[Dataset, SplitData]:
     return dataset, data
 
 
-def model_features(spec: JobSpec, dataset: Dataset, data: SplitData):  # noqa: ANN201
+def model_features(spec: JobSpec, dataset: Dataset, data: SplitData):
     """Node text features when ``spec.model`` needs them (RecMind), else None.
 
     Computed once by the embedding job and cached under ``model.features_cache`` (default

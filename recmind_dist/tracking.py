@@ -59,7 +59,7 @@ def prefixed(metrics: dict[str, float], prefix: str) -> dict[str, float]:
     return {f"{prefix}/{k}": float(v) for k, v in metrics.items()}
 
 
-def _mlflow():  # noqa: ANN202 - import lazily: mlflow is slow to import
+def _mlflow():
     import logging
 
     import mlflow

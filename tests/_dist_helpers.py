@@ -36,7 +36,7 @@ def write_tiny(root: Path, n_users: int = 80, n_items: int = 100, per_user: int 
     )  # fmt: skip
 
 
-def single_process(spec: JobSpec):  # noqa: ANN201
+def single_process(spec: JobSpec):
     """(data, initial model, TrainResult, trained model) of the single-process trainer."""
     from recmind_dist.eval.evaluator import SplitEvaluator
     from recmind_dist.models.factory import build_model

@@ -6,12 +6,7 @@ One local Ray (127.0.0.1, num_cpus=2) for the module; tiny graphs.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-import numpy as np
 import pytest
-import torch
 from _dist_helpers import single_process, tiny_spec, write_tiny
 
 from recmind_dist.train.distributed import (

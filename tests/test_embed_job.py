@@ -10,9 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 
-from recmind_dist.embed.encoder import default_model_path
 from recmind_dist.embed.job import FAIL_AFTER_ENV, read_embeddings, run_embedding_job
 from recmind_dist.embed.spec import EmbedSpec
 from recmind_dist.errors import InputError

@@ -116,7 +116,7 @@ def _propagation_worker(rank: int, world: int, tmp: str, method: str) -> None:
     dist.destroy_process_group()
 
 
-def _spawn(fn, world: int, tmp: Path, *args) -> list[dict]:  # noqa: ANN001
+def _spawn(fn, world: int, tmp: Path, *args) -> list[dict]:
     mp.start_processes(fn, args=(world, str(tmp), *args), nprocs=world, start_method="spawn")
     return [torch.load(tmp / f"out{r}.pt") for r in range(world)]
 

@@ -8,7 +8,7 @@ import torch
 
 from recmind_dist.config import EvalSpec, RecMindSpec, TrainSpec, parse_spec
 from recmind_dist.data.split import SplitData
-from recmind_dist.graph.adjacency import normalized_adjacency, normalized_degree
+from recmind_dist.graph.adjacency import normalized_adjacency
 from recmind_dist.models.base import Batch
 from recmind_dist.models.factory import build_model
 from recmind_dist.models.features import NodeFeatures, align_to_local

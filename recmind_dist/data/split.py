@@ -203,7 +203,7 @@ def assign_parts(df: pd.DataFrame, spec: SplitSpec, seed: int) -> tuple[np.ndarr
     return part, cold
 
 
-def make_split(dataset, spec: SplitSpec, seed: int) -> SplitData:  # noqa: ANN001 (Dataset)
+def make_split(dataset, spec: SplitSpec, seed: int) -> SplitData:
     """Build the split for ``dataset`` (a :class:`recmind_dist.data.schema.Dataset`)."""
     split_seed = spec.seed if spec.seed is not None else seed
     df = implicit_edges(dataset.interactions, spec.threshold)

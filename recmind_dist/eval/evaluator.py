@@ -29,7 +29,7 @@ class SplitEvaluator:
             unseen[data.cold_items] = True
             self.buckets["unseen"] = unseen
 
-    def exclude_for(self, split: str):  # noqa: ANN201 (scipy csr)
+    def exclude_for(self, split: str):
         return self.train_mat if split == "valid" else self.test_exclude
 
     @torch.no_grad()

@@ -29,8 +29,13 @@ log = logging.getLogger(__name__)
 
 Method = Literal["metis", "random"]
 
-__all__ = ["graph_checksum", "metis_partition", "random_partition", "load_or_partition",
-           "halo_stats"]
+__all__ = [
+    "graph_checksum",
+    "halo_stats",
+    "load_or_partition",
+    "metis_partition",
+    "random_partition",
+]
 
 
 def graph_checksum(a: sp.csr_matrix) -> str:
@@ -87,9 +92,8 @@ def load_or_partition(a: sp.csr_matrix, n_parts: int, method: Method = "metis",
     else:
         raise ValueError(f"unknown partitioner {method!r} (metis|random)")
     if path is not None:
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, parts)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.save(f, parts)
     return parts
 
 
@@ -108,7 +112,7 @@ def halo_stats(a: sp.csr_matrix, parts: np.ndarray, n_parts: int, dim: int = 64,
         halo = len(np.unique(remote))
         out.append({
             "part": p, "own_rows": int((parts == p).sum()), "halo_rows": halo,
-            "nnz": int(sel.sum()), "cut_nnz": int(len(remote)),
+            "nnz": int(sel.sum()), "cut_nnz": len(remote),
             "halo_bytes_per_layer": halo * dim * bytes_per_value,
         })  # fmt: skip
     return out

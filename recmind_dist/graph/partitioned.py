@@ -40,8 +40,16 @@ from recmind_dist.models.lightgcn import LightGCN
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LocalGraph", "split_graph", "PartitionedAdjacency", "exchange_rows",
-           "fetch_rows", "PartitionedLightGCN", "plan_partition", "build_partitioned_model"]
+__all__ = [
+    "LocalGraph",
+    "PartitionedAdjacency",
+    "PartitionedLightGCN",
+    "build_partitioned_model",
+    "exchange_rows",
+    "fetch_rows",
+    "plan_partition",
+    "split_graph",
+]
 
 
 @dataclass
@@ -110,7 +118,7 @@ class _Exchange(torch.autograd.Function):
     backward: the reverse exchange, gradients index-added onto the sent rows."""
 
     @staticmethod
-    def forward(ctx, x, send_cat, send_counts, recv_counts, group):  # noqa: ANN001, ANN205
+    def forward(ctx, x, send_cat, send_counts, recv_counts, group):
         ctx.save_for_backward(send_cat)
         ctx.meta = (x.shape[0], send_counts, recv_counts, group)
         out = x.new_empty((sum(recv_counts), x.shape[1]))
@@ -119,7 +127,7 @@ class _Exchange(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad):  # noqa: ANN001, ANN205
+    def backward(ctx, grad):
         (send_cat,) = ctx.saved_tensors
         n, send_counts, recv_counts, group = ctx.meta
         back = grad.new_empty((sum(send_counts), grad.shape[1]))
@@ -140,12 +148,12 @@ class _LocalSpMM(torch.autograd.Function):
     """``Â_r @ x`` with the precomputed transpose for the backward pass."""
 
     @staticmethod
-    def forward(ctx, adj, adj_t, x):  # noqa: ANN001, ANN205
+    def forward(ctx, adj, adj_t, x):
         ctx.adj_t = adj_t
         return torch.sparse.mm(adj, x)
 
     @staticmethod
-    def backward(ctx, grad):  # noqa: ANN001, ANN205
+    def backward(ctx, grad):
         return None, None, torch.sparse.mm(ctx.adj_t, grad.contiguous())
 
 

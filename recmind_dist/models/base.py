@@ -36,5 +36,5 @@ class Recommender(nn.Module, ABC):
     def trainable(self) -> bool:
         return any(p.requires_grad for p in self.parameters())
 
-    def on_epoch_start(self, epoch: int) -> None:  # noqa: B027 (optional hook)
+    def on_epoch_start(self, epoch: int) -> None:
         """Hook for phase switches (e.g. RecMind's warm-up)."""

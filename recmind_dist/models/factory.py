@@ -30,7 +30,7 @@ def needs_features(spec: ModelSpec) -> bool:
 
 
 def build_model(
-    spec: ModelSpec, data: SplitData, device: str | torch.device = "cpu", features=None  # noqa: ANN001
+    spec: ModelSpec, data: SplitData, device: str | torch.device = "cpu", features=None
 ) -> Recommender:
     """``features``: :class:`recmind_dist.models.features.NodeFeatures` for models that
     :func:`needs_features` (RecMind); ignored otherwise."""

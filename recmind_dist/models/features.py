@@ -37,7 +37,7 @@ from recmind_dist.text.templates import TextSpec, build_item_texts, build_user_t
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NodeFeatures", "node_text_features", "align_to_local", "feature_cache_keys"]
+__all__ = ["NodeFeatures", "align_to_local", "feature_cache_keys", "node_text_features"]
 
 
 @dataclass

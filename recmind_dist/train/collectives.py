@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-__all__ = ["all_gather_autograd", "world_info", "all_reduce_sum"]
+__all__ = ["all_gather_autograd", "all_reduce_sum", "world_info"]
 
 
 def world_info() -> tuple[int, int]:

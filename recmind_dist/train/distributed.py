@@ -59,8 +59,13 @@ from recmind_dist.train.loop import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["train_distributed", "DistributedOutcome", "FAIL_AT_EPOCH_ENV", "FAIL_MARKER_ENV",
-           "FAIL_RANK_ENV"]
+__all__ = [
+    "FAIL_AT_EPOCH_ENV",
+    "FAIL_MARKER_ENV",
+    "FAIL_RANK_ENV",
+    "DistributedOutcome",
+    "train_distributed",
+]
 
 FAIL_AT_EPOCH_ENV = "RECMIND_TRAIN_FAIL_AT_EPOCH"
 FAIL_MARKER_ENV = "RECMIND_TRAIN_FAIL_MARKER"
@@ -84,7 +89,7 @@ class _LossModule(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, batch: Batch, epoch: int):  # noqa: ANN201
+    def forward(self, batch: Batch, epoch: int):
         return self.model.training_loss(batch, epoch)
 
 
@@ -99,7 +104,7 @@ def _fault_from_env() -> dict[str, Any] | None:
     return {"epoch": int(epoch), "marker": marker, "rank": None if rank is None else int(rank)}
 
 
-def _with_fault(batches, fault: dict | None, epoch: int, rank: int, world: int):  # noqa: ANN001, ANN202
+def _with_fault(batches, fault: dict | None, epoch: int, rank: int, world: int):
     """Pass batches through; the test hook kills this worker after one batch, once."""
     die_rank = None if fault is None else (world - 1 if fault["rank"] is None else fault["rank"])
     for i, item in enumerate(batches):
@@ -134,7 +139,7 @@ class _MlflowLogger:
         self.client.log_batch(self.run_id, metrics=rows)
 
 
-def _save_checkpoint(state: dict[str, Any], extra_json: dict | None = None):  # noqa: ANN202
+def _save_checkpoint(state: dict[str, Any], extra_json: dict | None = None):
     from ray.train import Checkpoint
 
     d = tempfile.mkdtemp(prefix="recmind-ckpt-")
@@ -170,7 +175,7 @@ def _broadcast(obj: Any) -> Any:
     return box[0]
 
 
-def _worker_loop(cfg: dict[str, Any]) -> None:  # noqa: C901 (one training loop)
+def _worker_loop(cfg: dict[str, Any]) -> None:
     import ray
     import ray.train
     import torch.distributed as dist
@@ -303,7 +308,7 @@ def _worker_loop(cfg: dict[str, Any]) -> None:  # noqa: C901 (one training loop)
             t0 = time.perf_counter()
             ep = epoch
 
-            def step(batch: Batch, weight: float, ep: int = ep):  # noqa: ANN202
+            def step(batch: Batch, weight: float, ep: int = ep):
                 if net is not None:
                     loss, parts = net(batch, ep)
                 else:
@@ -401,10 +406,10 @@ def train_distributed(
     ``run_name`` + ``storage_path`` name the Ray Train run; re-running with the same pair
     resumes from its latest checkpoint (Ray Train V2 semantics). Default: a fresh name.
     """
+    import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    import ray
     from recmind_dist.embed.ray_runtime import ensure_ray
 
     ts = spec.train

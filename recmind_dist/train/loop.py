@@ -50,7 +50,7 @@ def seed_everything(seed: int) -> None:
 def shard_batches(
     data: SplitData, sampler: NegativeSampler, batch_size: int, rng: np.random.Generator,
     device: torch.device, rank: int = 0, world: int = 1,
-):  # noqa: ANN201 (generator of (Batch, weight))
+):
     """One epoch of training edges for worker ``rank`` of ``world``, as ``(batch, weight)``.
 
     Every worker draws the *same* seeded permutation and negatives from ``rng`` (so the RNG
@@ -89,7 +89,7 @@ def shard_batches(
 def iterate_batches(
     data: SplitData, sampler: NegativeSampler, batch_size: int, rng: np.random.Generator,
     device: torch.device,
-):  # noqa: ANN201 (generator of Batch)
+):
     """Shuffled training edges in batches, each with one sampled negative."""
     for batch, _ in shard_batches(data, sampler, batch_size, rng, device):
         yield batch
@@ -99,7 +99,7 @@ StepFn = Callable[[Batch, float], tuple[torch.Tensor, dict[str, float]]]
 
 
 def train_epoch(
-    step_loss: StepFn, params_opt: torch.optim.Optimizer, batches,  # noqa: ANN001
+    step_loss: StepFn, params_opt: torch.optim.Optimizer, batches,
 ) -> tuple[dict[str, float], int]:
     """Run one epoch: for every ``(batch, weight)``, loss -> backward -> step.
 

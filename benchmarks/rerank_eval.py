@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from recmind_dist.eval.evaluator import SplitEvaluator
-from recmind_dist.pipeline import load_run, resolve_dataset
+from recmind_dist.pipeline import load_run
 from recmind_dist.rerank import Reranker, evaluate_rerank
 from recmind_dist.text.generate import GenerateSpec, Generator
 
@@ -34,8 +34,7 @@ def main() -> None:
     ap.add_argument("--sample", type=int, default=5)
     ap.add_argument("--max-users", type=int, default=None)
     a = ap.parse_args()
-    spec, data, model = load_run(a.run, a.tracking_uri)
-    ds = resolve_dataset(spec.data)
+    spec, ds, data, model = load_run(a.run, a.tracking_uri)
     ev = SplitEvaluator(data, spec.eval)
     users = np.unique(data.test[:, 0])[: a.max_users]
     encoder = None

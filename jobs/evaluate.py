@@ -51,12 +51,12 @@ def evaluate_run(spec, run_id: str | None, export_topk: Path | None = None) -> d
     from recmind_dist import tracking
     from recmind_dist.eval.evaluator import SplitEvaluator
     from recmind_dist.pipeline import export_topk as do_export
-    from recmind_dist.pipeline import load_run, resolve_dataset
+    from recmind_dist.pipeline import load_run
 
     uri = tracking.tracking_uri(spec.tracking)
     mlflow.set_tracking_uri(uri)
     run_id = run_id or find_run(spec)
-    rspec, data, model = load_run(run_id, uri)
+    rspec, ds, data, model = load_run(run_id, uri)
     evaluator = SplitEvaluator(data, rspec.eval)
     test = evaluator.evaluate(model, "test")
     metrics = tracking.prefixed(test, "eval/test")
@@ -66,7 +66,6 @@ def evaluate_run(spec, run_id: str | None, export_topk: Path | None = None) -> d
     out = {"run_id": run_id, "tracking_uri": uri,
            "metrics": headline(tracking.prefixed(test, "test"), rspec.eval.ks)}
     if export_topk is not None:
-        ds = resolve_dataset(rspec.data)
         out["topk_rows"] = do_export(model, data, evaluator, ds.user_raw_ids, ds.item_raw_ids,
                                      rspec.eval.export_k, export_topk)
     return out

@@ -232,16 +232,15 @@ def evaluate(
     from recmind_dist.config import TrackingSpec
     from recmind_dist.eval.evaluator import SplitEvaluator
     from recmind_dist.pipeline import export_topk as do_export
-    from recmind_dist.pipeline import load_run, resolve_dataset
+    from recmind_dist.pipeline import load_run
     from recmind_dist.tracking import tracking_uri as resolve_uri
 
     uri = tracking_uri or resolve_uri(TrackingSpec())
-    spec, data, model = load_run(run, uri)
+    spec, ds, data, model = load_run(run, uri)
     evaluator = SplitEvaluator(data, spec.eval)
     test = evaluator.evaluate(model, "test")
     print_metrics(f"run {run}", {f"test/{k_}": v for k_, v in test.items()}, spec.eval.ks)
     if export_topk is not None:
-        ds = resolve_dataset(spec.data)
         n = do_export(model, data, evaluator, ds.user_raw_ids, ds.item_raw_ids,
                       k or spec.eval.export_k, export_topk)  # fmt: skip
         console.print(f"wrote {n} rows to {export_topk}")
@@ -294,7 +293,7 @@ def recommend(
 
     from recmind_dist.config import TrackingSpec
     from recmind_dist.eval.evaluator import SplitEvaluator
-    from recmind_dist.pipeline import load_run, resolve_dataset
+    from recmind_dist.pipeline import load_run
     from recmind_dist.rerank import Reranker
     from recmind_dist.rerank.core import topk_for_users
     from recmind_dist.text.generate import GenerateSpec, Generator
@@ -302,8 +301,7 @@ def recommend(
 
     if backend not in ("offline", "hf", "openai"):
         raise InputError("--backend", "backend", f"expected offline|hf|openai, got {backend!r}")
-    spec, data, model = load_run(run, tracking_uri or resolve_uri(TrackingSpec()))
-    ds = resolve_dataset(spec.data)
+    spec, ds, data, model = load_run(run, tracking_uri or resolve_uri(TrackingSpec()))
     canon = np.flatnonzero(np.asarray(ds.user_raw_ids).astype(str) == str(user))
     local = np.flatnonzero(data.user_ids == canon[0]) if len(canon) else []
     if not len(local):

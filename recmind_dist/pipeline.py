@@ -204,8 +204,10 @@ def run_training(spec: JobSpec, progress: bool = True) -> RunOutcome:
         return RunOutcome(run.info.run_id, result, data)
 
 
-def load_run(run_id: str, tracking_uri: str | None = None) -> tuple[JobSpec, SplitData, Recommender]:
-    """Rebuild a finished run's split and model (with its best checkpoint) from MLflow."""
+def load_run(
+    run_id: str, tracking_uri: str | None = None
+) -> tuple[JobSpec, Dataset, SplitData, Recommender]:
+    """Rebuild a finished run's dataset, split and model (best checkpoint) from MLflow."""
     import mlflow
     import yaml
 
@@ -222,7 +224,7 @@ def load_run(run_id: str, tracking_uri: str | None = None) -> tuple[JobSpec, Spl
     if model.trainable:
         ckpt = tracking.download_artifact(run_id, "checkpoint/model.pt")
         model.load_state_dict(torch.load(ckpt, map_location="cpu"))
-    return spec, data, model
+    return spec, dataset, data, model
 
 
 def export_topk(

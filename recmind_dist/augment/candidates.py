@@ -83,7 +83,7 @@ def candidates_from_run(
     from recmind_dist.errors import InputError
     from recmind_dist.pipeline import load_run
 
-    spec, data, model = load_run(run_id, tracking_uri)
+    spec, _, data, model = load_run(run_id, tracking_uri)
     if expect_split_key is not None and data.key != expect_split_key:
         raise InputError("job spec", "model.base_run",
                          f"run {run_id} was trained on split {data.key}, not {expect_split_key} "

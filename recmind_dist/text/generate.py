@@ -47,6 +47,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -267,7 +268,7 @@ class GenerationCache:
 OFFLINE_VERSION = 2
 
 
-class Backend:
+class Backend(ABC):
     """Turns requests into raw texts. ``None`` for a request = transport failure (not cached)."""
 
     name: str = "?"
@@ -284,8 +285,9 @@ class Backend:
                 "max_new_tokens": spec.max_new_tokens,
                 **({"seed": spec.seed} if spec.temperature > 0 else {})}
 
-    def generate(self, requests: Sequence[Request]) -> list[str | None]:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def generate(self, requests: Sequence[Request]) -> list[str | None]:
+        """One raw answer per request (``None`` = transport failure)."""
 
 
 class HFBackend(Backend):

@@ -2,18 +2,22 @@
 
     python benchmarks/embed_throughput.py [--dataset data/ml-100k] [--n-synthetic 100000]
 
-1. ml-100k item + user texts (2,625; synthetic look-alikes if the dataset is unavailable):
-   plain ``SentenceTransformer(path).encode(texts, batch_size=64)`` vs
-   :func:`run_embedding_job` on a local 2-CPU Ray (Ray already started, as under
-   ``ray job submit``; Ray start-up is reported separately), side-by-side table + ratio, and
-   the cosine between the two sets of vectors.
-2. texts/s of the Ray job on ``--n-synthetic`` short synthetic item texts, and of
-   sentence-transformers on the same texts (the ratio once start-up is amortised).
+For each text set -- ml-100k item + user texts (2,625; synthetic look-alikes if the dataset is
+unavailable), then ``--n-synthetic`` short synthetic item texts -- one table row each for:
+
+* plain ``SentenceTransformer(path).encode(texts, batch_size=64)`` in fp32 (the baseline) and
+  under bf16 autocast (what the same trick gives the baseline);
+* :func:`run_embedding_job` on a local Ray (already started, as under ``ray job submit``; its
+  start-up is printed apart) for every actor layout (``--layouts auto 1x2 2x1``) and compute dtype
+  (``--dtypes float32 auto``): whole-job wall time incl. actor start, model load and Parquet.
+
+Columns: texts/s, ratio to ST encode-only and to ST load+encode, min cosine to ST fp32.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import sys
@@ -67,94 +71,126 @@ def ml100k_texts(dataset: Path | None) -> tuple[dict[str, pd.DataFrame], str]:
                 "users": syn.iloc[1682:].reset_index(drop=True)}, "synthetic (ml-100k missing)"
 
 
-def st_baseline(texts: list[str], batch_size: int) -> tuple[np.ndarray, float, float]:
-    from sentence_transformers import SentenceTransformer
+def st_encode(model, texts: list[str], batch_size: int, bf16: bool) -> tuple[np.ndarray, float]:
+    import torch
 
     t0 = time.perf_counter()
-    model = SentenceTransformer(default_model_path(), device="cpu")
-    load_s = time.perf_counter() - t0
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        vecs = model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
+                            convert_to_numpy=True, show_progress_bar=False)
+    return np.asarray(vecs, np.float32), time.perf_counter() - t0
+
+
+def cosine_min(a: np.ndarray, b: np.ndarray) -> float:
+    return float(((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+                                     + 1e-12)).min())
+
+
+def parse_layout(text: str) -> tuple[int, int]:
+    """``"2x1"`` -> (2 replicas, 1 thread each)."""
+    r, t = text.lower().split("x")
+    return int(r), int(t)
+
+
+def bench_set(name: str, texts: dict[str, pd.DataFrame], args: argparse.Namespace,
+              work: Path) -> list[dict]:
+    """One text set: ST (fp32, bf16) then every Ray layout x dtype; rows for the table."""
+    from sentence_transformers import SentenceTransformer
+
+    order = [(k, i) for k in texts for i in texts[k]["id"].tolist()]
+    flat = [t for k in texts for t in texts[k]["text"].tolist()]
+    n = len(flat)
     t0 = time.perf_counter()
-    vecs = model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
-                        convert_to_numpy=True, show_progress_bar=False)
-    return vecs, load_s, time.perf_counter() - t0
+    st = SentenceTransformer(default_model_path(), device="cpu")
+    st_load = time.perf_counter() - t0
+    st.encode(flat[:64], batch_size=args.batch_size)  # warm-up (lazy inits, thread pools)
+    ref, st_fp32 = st_encode(st, flat, args.batch_size, bf16=False)
+    rows = [dict(set=name, method="sentence-transformers fp32, 1 process", dtype="float32",
+                 wall=st_fp32, load=st_load, tps=n / st_fp32, cos=1.0)]
+    if "auto" in args.dtypes or "bfloat16" in args.dtypes:
+        vb, st_bf = st_encode(st, flat, args.batch_size, bf16=True)
+        rows.append(dict(set=name, method="sentence-transformers bf16 autocast, 1 process",
+                         dtype="bfloat16", wall=st_bf, load=st_load, tps=n / st_bf,
+                         cos=cosine_min(vb, ref)))
+    del st
+    for layout in args.layouts:
+        for dtype in args.dtypes:
+            if layout == "auto":  # the job's own choice (EmbedSpec defaults)
+                spec = EmbedSpec(batch_size=args.batch_size, dtype=dtype,
+                                 block_rows=args.block_rows, shard_rows=args.shard_rows)
+            else:
+                reps, threads = parse_layout(layout)
+                # half a CPU per thread: Ray Data read tasks need a free CPU beside the actors
+                spec = EmbedSpec(num_replicas=reps, cpus_per_replica=args.num_cpus / (2 * reps),
+                                 torch_threads=threads, batch_size=args.batch_size, dtype=dtype,
+                                 block_rows=args.block_rows, shard_rows=args.shard_rows)
+            out = work / f"{name}-{layout}-{dtype}"
+            res = run_embedding_job(texts, spec, out, progress=False)
+            got = {}
+            for kind in texts:
+                ids, vecs, _ = read_embeddings(res.paths[kind])
+                got.update({(kind, int(i)): v for i, v in zip(ids, vecs, strict=True)})
+            vecs = np.stack([got[key] for key in order])
+            manifest = json.loads((out / "embeddings" / "manifest.json").read_text())
+            lay = manifest["last_run"]["layout"]
+            rows.append(dict(set=name, method=f"Ray Data job ({layout}: {lay['replicas']} "
+                             f"actor(s) x {lay['threads']} thread(s)), whole job",
+                             dtype=manifest["compute_dtype"],
+                             wall=res.wall_s, load=0.0, tps=res.texts_per_s,
+                             cos=cosine_min(vecs, ref)))
+            shutil.rmtree(out, ignore_errors=True)
+    for r in rows:
+        r["n"] = n
+        r["vs_st"] = r["tps"] / rows[0]["tps"]
+        # over ST's load + encode; an ST row counts its own load too
+        r["vs_st_load"] = (rows[0]["wall"] + st_load) / (r["wall"] + r["load"])
+    return rows
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", type=Path, default=Path("data/ml-100k"))
-    ap.add_argument("--n-synthetic", type=int, default=100_000)
-    ap.add_argument("--replicas", type=int, default=2)
-    ap.add_argument("--cpus-per-replica", type=float, default=0.5)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--n-synthetic", type=int, default=100_000,
+                    help="second text set: this many synthetic item texts (0 = skip)")
+    ap.add_argument("--layouts", nargs="+", default=["auto"],
+                    help="Ray actor layouts: auto (the job's choice) or REPLICASxTHREADS "
+                    "(CPUs split evenly), e.g. --layouts auto 1x2 2x1")
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "auto"],
+                    choices=["float32", "auto", "bfloat16"])
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--block-rows", type=int, default=None)
     ap.add_argument("--shard-rows", type=int, default=2048)
     ap.add_argument("--num-cpus", type=int, default=2, help="local Ray CPUs")
-    ap.add_argument("--st-threads", type=int, default=None,
-                    help="torch threads for the sentence-transformers baseline (default: "
-                    "torch's default, all cores)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import torch
 
-    if args.st_threads:
-        torch.set_num_threads(args.st_threads)
     texts, source = ml100k_texts(args.dataset)
-    order = [(k, i) for k in ("items", "users") for i in texts[k]["id"].tolist()]
-    all_texts = [t for k in ("items", "users") for t in texts[k]["text"].tolist()]
-    print(f"texts: {len(all_texts)} from {source}; torch threads (ST) = "
-          f"{torch.get_num_threads()}")
-
-    st_vecs, st_load, st_enc = st_baseline(all_texts, args.batch_size)
-
-    spec = EmbedSpec(num_replicas=args.replicas, cpus_per_replica=args.cpus_per_replica,
-                     torch_threads=args.threads, batch_size=args.batch_size,
-                     block_rows=args.block_rows, shard_rows=args.shard_rows)
+    print(f"ml-100k texts: {sum(len(t) for t in texts.values())} from {source}; "
+          f"torch threads (ST) = {torch.get_num_threads()}; batch size {args.batch_size}")
     t0 = time.perf_counter()
     ensure_ray(num_cpus=args.num_cpus)
-    ray_start = time.perf_counter() - t0
+    print(f"(Ray start-up {time.perf_counter() - t0:.1f} s, outside every job time: under "
+          "`ray job submit` the cluster is already up)")
     work = Path(tempfile.mkdtemp(prefix="embed_bench_"))
+    rows = []
     try:
-        res = run_embedding_job(texts, spec, work / "ml", progress=False)
-        got = {}
-        for kind in ("items", "users"):
-            ids, vecs, _ = read_embeddings(res.paths[kind])
-            got.update({(kind, int(i)): v for i, v in zip(ids, vecs, strict=True)})
-        ray_vecs = np.stack([got[key] for key in order])
-        cos = (ray_vecs * st_vecs).sum(1) / (np.linalg.norm(ray_vecs, axis=1)
-                                           * np.linalg.norm(st_vecs, axis=1))
-        n = len(all_texts)
-        rows = [
-            ("sentence-transformers, 1 process (encode only)", n / st_enc, st_enc),
-            ("sentence-transformers, 1 process (load + encode)", n / (st_load + st_enc),
-             st_load + st_enc),
-            ((f"Ray Data job, {args.replicas} actors x {args.threads} thread "
-             f"(whole job: actors, model load, Parquet)"), res.texts_per_s, res.wall_s),
-        ]
-        print(f"\n{'method':<78} {'texts/s':>9} {'wall s':>8}")
-        for name, tps, wall in rows:
-            print(f"{name:<78} {tps:9.1f} {wall:8.2f}")
-        print(f"ratio Ray job / ST encode-only      = {res.texts_per_s / (n / st_enc):.2f}x")
-        print(f"ratio Ray job / ST load+encode      = "
-              f"{res.texts_per_s / (n / (st_load + st_enc)):.2f}x")
-        print(f"(Ray start-up, not in the job time: {ray_start:.1f} s; ST model load "
-              f"{st_load:.1f} s; job tokens/s {res.tokens_per_s:.0f})")
-        print(f"cosine(Ray job, ST) over {n} texts: min {cos.min():.7f}, mean {cos.mean():.7f}")
-
+        rows += bench_set("ml-100k", texts, args, work)
         if args.n_synthetic:
-            syn = synthetic_texts(args.n_synthetic)
-            big = run_embedding_job({"items": syn}, spec, work / "syn", progress=True)
-            print(f"\nsynthetic {args.n_synthetic} item texts: {big.texts_per_s:.1f} texts/s, "
-                  f"{big.tokens_per_s:.0f} tokens/s, wall {big.wall_s:.1f} s, "
-                  f"{big.shards_total} shards")
-            _, syn_load, syn_enc = st_baseline(syn["text"].tolist(), args.batch_size)
-            st_rate = args.n_synthetic / syn_enc
-            print(f"sentence-transformers on the same {args.n_synthetic} texts: {st_rate:.1f} "
-                  f"texts/s (encode only, {syn_enc:.1f} s); ratio Ray job / ST = "
-                  f"{big.texts_per_s / st_rate:.2f}x")
+            rows += bench_set(f"synthetic {args.n_synthetic // 1000}k",
+                              {"items": synthetic_texts(args.n_synthetic)}, args, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutdown_ray()
+    print(f"\n| texts | method | compute dtype | texts/s | wall s | x ST encode | "
+          f"x ST load+encode | min cosine vs ST fp32 |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['set']} ({r['n']}) | {r['method']} | {r['dtype']} | {r['tps']:.1f} | "
+              f"{r['wall']:.2f} | {r['vs_st']:.2f} | {r['vs_st_load']:.2f} | {r['cos']:.7f} |")
+    print("\nx ST encode = texts/s over sentence-transformers fp32 encode() alone (model already "
+          "loaded); x ST load+encode = over ST's model load + encode (what a script that embeds "
+          "once pays). Ray rows are whole jobs: actor start, model load, Parquet in/out.")
     return 0
 
 

@@ -49,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-normalize", action="store_true", help="keep raw pooled vectors")
     g.add_argument("--max-length", type=int, default=d.max_length, help="tokens per text")
     g.add_argument("--batch-size", type=int, default=d.batch_size)
-    g.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=d.dtype,
-                   help="compute dtype (half precision only on GPU)")
+    g.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"],
+                   default=d.dtype, help="compute dtype: auto = bf16 on GPUs and AMX CPUs, "
+                   "else fp32 (float16 only on GPU)")
     g.add_argument("--output-dtype", choices=["float32", "float16"], default=d.output_dtype)
     g.add_argument("--max-texts", type=int, default=None, help="first N texts per kind only")
     g = p.add_argument_group("texts")
@@ -126,7 +127,12 @@ def _tp_encoder(spec: EmbedSpec):
     import deepspeed
     import torch
 
-    from recmind_dist.embed.encoder import TextEncoder, load_hf, shard_with_deepspeed
+    from recmind_dist.embed.encoder import (
+        TextEncoder,
+        load_hf,
+        resolve_dtype,
+        shard_with_deepspeed,
+    )
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world != spec.tensor_parallel:
@@ -137,10 +143,12 @@ def _tp_encoder(spec: EmbedSpec):
     deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    tok, model = load_hf(spec.model, spec.dtype)
-    model = shard_with_deepspeed(model, spec.tensor_parallel, spec.dtype)
+    dtype = resolve_dtype(spec.dtype, "cuda" if cuda else "cpu")
+    weights = dtype if cuda else "float32"  # CPU bf16 = autocast over fp32 weights
+    tok, model = load_hf(spec.model, weights)
+    model = shard_with_deepspeed(model, spec.tensor_parallel, weights)
     return TextEncoder(spec.model, pooling=spec.pooling, normalize=spec.normalize,
-                       max_length=spec.max_length, dtype=spec.dtype,
+                       max_length=spec.max_length, dtype=dtype,
                        device=f"cuda:{torch.cuda.current_device()}" if cuda else "cpu",
                        torch_threads=spec.torch_threads or 1, tokenizer=tok, hf_model=model)
 

@@ -44,7 +44,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     tok, model = load_hf(None)
     full_q = model.encoder.layer[0].attention.self.query.weight.shape[0]
     sharded = shard_with_deepspeed(model, world)
-    enc = TextEncoder(tokenizer=tok, hf_model=sharded, device="cpu")
+    enc = TextEncoder(tokenizer=tok, hf_model=sharded, device="cpu", dtype="float32")
     vec = enc.encode(TEXTS, batch_size=2)
     q = sharded.encoder.layer[0].attention.self.query.weight.shape[0]
     if rank == 0:
@@ -70,7 +70,7 @@ def test_tp2_minilm_matches_unsharded(tmp_path: Path) -> None:
     full_q, q = map(int, Path(out + ".shapes").read_text().split())
     assert q == full_q // 2  # the weights really are split over the two ranks
     tp = np.load(out)
-    ref = TextEncoder(device="cpu").encode(TEXTS, batch_size=2)
+    ref = TextEncoder(device="cpu", dtype="float32").encode(TEXTS, batch_size=2)
     diff = float(np.abs(tp - ref).max())
     print(f"TP=2 vs unsharded max |diff| = {diff:.3g}")
     assert diff < 1e-5

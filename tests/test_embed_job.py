@@ -31,6 +31,7 @@ def _texts() -> dict[str, pd.DataFrame]:
 
 
 def _spec(model: Path, **kw) -> EmbedSpec:
+    kw.setdefault("dtype", "float32")  # exact comparisons across batchings need fp32
     return EmbedSpec(model=str(model), batch_size=8, shard_rows=kw.pop("shard_rows", 10), **kw)
 
 
@@ -137,6 +138,15 @@ def test_ray_matches_local_any_concurrency_and_sharding(tiny_bert: Path, tmp_pat
     _assert_same(ref, tmp_path / "r2")
 
 
+def test_ray_pool_that_starves_reads_is_refused(tiny_bert: Path, tmp_path: Path,
+                                                ray_local: None) -> None:
+    """2 actors x 1 CPU on a 2-CPU Ray would leave no CPU for the read tasks (a silent hang)."""
+    with pytest.raises(InputError, match="cpus_per_replica"):
+        run_embedding_job(_texts(), _spec(tiny_bert, num_replicas=2, cpus_per_replica=1.0),
+                          tmp_path / "x", progress=False)
+    assert not (tmp_path / "x" / "embeddings" / "items.parquet").exists()
+
+
 def test_ray_resume_after_crash(tiny_bert: Path, tmp_path: Path, ray_local: None,
                                 monkeypatch: pytest.MonkeyPatch) -> None:
     texts = _texts()
@@ -178,3 +188,26 @@ def test_embed_dataset_from_canonical_dir(tiny_bert: Path, tmp_path: Path) -> No
     ids, _vecs, has = read_embeddings(res.paths["users"])
     assert len(ids) == n_users and has.all()
     assert "user_history_source" in res.extra
+
+
+def test_plan_layout_amortises_actor_start() -> None:
+    from recmind_dist.embed.job import plan_layout
+
+    auto = EmbedSpec()
+    small = plan_layout(auto, 2625, cluster_cpus=2, cluster_gpus=0, node_cpus=2)
+    assert (small.replicas, small.threads) == (1, 2)  # one actor start, both cores
+    assert 256 <= small.block_rows <= 2625 and -(-2625 // small.block_rows) >= 2
+    big = plan_layout(auto, 100_000, cluster_cpus=2, cluster_gpus=0, node_cpus=2)
+    assert (big.replicas, big.threads, big.block_rows) == (2, 1, 2048)
+    # 4 nodes x 8 CPUs, 1M texts: one single-threaded actor per CPU
+    cluster = plan_layout(auto, 1_000_000, cluster_cpus=32, cluster_gpus=0, node_cpus=8)
+    assert (cluster.replicas, cluster.threads) == (32, 1)
+    # 20k texts on that cluster: 3 actors, spread over nodes, 8 threads each at most
+    mid = plan_layout(auto, 20_000, cluster_cpus=32, cluster_gpus=0, node_cpus=8)
+    assert mid.replicas == 3 and 1 <= mid.threads <= 8
+    gpu = plan_layout(EmbedSpec(gpus_per_replica=1), 5000, 16, 4, 16)
+    assert gpu.replicas == 4 and gpu.threads == 1
+    fixed = plan_layout(EmbedSpec(num_replicas=2, block_rows=5), 50, 2, 0, 2)
+    assert (fixed.replicas, fixed.threads, fixed.block_rows) == (2, 1, 5)
+    # never more replicas than blocks
+    assert plan_layout(EmbedSpec(num_replicas=8), 10, 8, 0, 8).replicas == 1

@@ -67,7 +67,7 @@ def test_pooling_equations() -> None:
 
 
 def test_encode_order_batches_truncation(tiny_bert: Path) -> None:
-    enc = TextEncoder(tiny_bert, max_length=32)
+    enc = TextEncoder(tiny_bert, max_length=32, dtype="float32")
     assert enc.pooling == "mean" and enc.dim == 32
     ref = enc.encode(TEXTS, batch_size=64)
     assert ref.dtype == np.float32 and ref.shape == (len(TEXTS), 32)
@@ -81,12 +81,12 @@ def test_encode_order_batches_truncation(tiny_bert: Path) -> None:
     for i, t in enumerate(TEXTS):
         np.testing.assert_allclose(enc.encode([t])[0], ref[i], atol=1e-6)
     assert enc.encode([]).shape == (0, 32)
-    raw = TextEncoder(tiny_bert, normalize=False).encode(TEXTS[:1])
+    raw = TextEncoder(tiny_bert, normalize=False, dtype="float32").encode(TEXTS[:1])
     assert abs(np.linalg.norm(raw) - 1.0) > 1e-3
 
 
 def test_decoder_uses_last_token_and_is_padding_invariant(tiny_llama: Path) -> None:
-    enc = TextEncoder(tiny_llama)
+    enc = TextEncoder(tiny_llama, dtype="float32")
     assert enc.pooling == "last" and enc.tokenizer.padding_side == "right"
     ref = enc.encode(TEXTS, batch_size=64)
     for i, t in enumerate(TEXTS):
@@ -112,13 +112,39 @@ def test_bad_model_path_and_dtype(tmp_path: Path) -> None:
         load_hf(tmp_path)
     with pytest.raises(InputError, match="dtype"):
         TextEncoder(default_model_path(), dtype="float16", device="cpu")
+    with pytest.raises(InputError, match="dtype"):
+        TextEncoder(default_model_path(), dtype="int8", device="cpu")
+
+
+def test_resolve_dtype_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    import recmind_dist.embed.encoder as encoder_mod
+
+    monkeypatch.setattr(encoder_mod, "cpu_has_bf16_matmul", lambda: True)
+    assert encoder_mod.resolve_dtype("auto", "cpu") == "bfloat16"
+    monkeypatch.setattr(encoder_mod, "cpu_has_bf16_matmul", lambda: False)
+    assert encoder_mod.resolve_dtype("auto", "cpu") == "float32"
+    assert encoder_mod.resolve_dtype("float32", "cpu") == "float32"
+    assert encoder_mod.resolve_dtype("bfloat16", "cpu") == "bfloat16"  # allowed, warned
+
+
+def test_cpu_bfloat16_autocast_close_to_float32() -> None:
+    """bf16 autocast on CPU (the ``auto`` choice on AMX cores): fp32 weights stay untouched,
+    vectors within cosine 0.9999 of the fp32 encode."""
+    texts = [t for t in TEXTS if t]
+    fp32 = TextEncoder(max_length=256, dtype="float32")
+    bf16 = TextEncoder(max_length=256, dtype="bfloat16")
+    assert bf16.autocast and not fp32.autocast
+    assert next(bf16.model.parameters()).dtype == torch.float32
+    a, b = fp32.encode(texts), bf16.encode(texts)
+    assert not np.array_equal(a, b)  # it really ran in bf16
+    assert (a * b).sum(1).min() > 0.9999
 
 
 def test_minilm_matches_sentence_transformers() -> None:
     from sentence_transformers import SentenceTransformer
 
     texts = [t for t in TEXTS if t]
-    ours = TextEncoder(max_length=256).encode(texts, batch_size=4)
+    ours = TextEncoder(max_length=256, dtype="float32").encode(texts, batch_size=4)
     st = SentenceTransformer(default_model_path(), device="cpu").encode(
         texts, batch_size=64, normalize_embeddings=True)
     cos = (ours * st).sum(1)

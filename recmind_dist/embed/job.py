@@ -318,7 +318,7 @@ class _Writer:
 
 
 def _run_local(pending: list[_Shard], spec: EmbedSpec, model_id: str, pbar: Any,
-               encoder: Any = None) -> tuple[int, int, int]:
+               encoder: Any = None) -> tuple[int, int, dict[str, int]]:
     import torch
 
     from recmind_dist.embed.encoder import TextEncoder
@@ -340,24 +340,58 @@ def _run_local(pending: list[_Shard], spec: EmbedSpec, model_id: str, pbar: Any,
             w.add(s.kind, s.index, s.ids[sel], vecs, lengths)
         else:
             w.finish(key)
-    return w.n_encoded, w.n_tokens, 1
+    return w.n_encoded, w.n_tokens, {"replicas": 1, "threads": torch.get_num_threads(),
+                                     "block_rows": 0}
 
 
-def _n_replicas(spec: EmbedSpec, n_blocks: int) -> int:
-    import ray
+#: An actor that starts costs ~4-5 s (import torch + transformers, load the model) before its
+#: first text; below this many texts per replica another replica does not pay for its start.
+MIN_TEXTS_PER_REPLICA = 8192
 
+
+@dataclass(frozen=True)
+class Layout:
+    """How the texts are spread: actors, torch threads per actor, input block size."""
+
+    replicas: int
+    threads: int
+    block_rows: int
+
+
+def plan_layout(spec: EmbedSpec, n_rows: int, cluster_cpus: float, cluster_gpus: float,
+                node_cpus: float) -> Layout:
+    """Choose replicas, threads per replica and block size for ``n_rows`` texts.
+
+    * ``num_replicas: auto`` on GPUs: one per ``gpus_per_replica``. On CPUs: one per cluster
+      CPU, but at most one per :data:`MIN_TEXTS_PER_REPLICA` texts -- a 2,625-text job runs one
+      actor, not two that each pay the start-up.
+    * ``torch_threads`` unset: the CPUs of a node divided among the replicas that share it
+      (2 CPUs, 1 replica -> 2 threads; 2 replicas -> 1 thread each); explicit replicas keep the
+      spec's rule (``max(1, round(cpus_per_replica))``).
+    * ``block_rows`` unset: about 4 blocks per replica (load balance) of at least
+      ``4 * batch_size`` and at most 2,048 rows (per-block overhead vs. memory).
+    """
     if spec.num_replicas != "auto":
-        return int(spec.num_replicas)
-    res = ray.cluster_resources()
-    if spec.gpus_per_replica > 0:
-        n = int(res.get("GPU", 0) // spec.gpus_per_replica)
+        reps = int(spec.num_replicas)
+        threads = spec.threads
+    elif spec.gpus_per_replica > 0:
+        reps = max(1, int(cluster_gpus // spec.gpus_per_replica))
+        threads = spec.threads
     else:
-        n = int(res.get("CPU", 1))
-    return max(1, min(n, n_blocks))
+        reps = max(1, min(int(cluster_cpus), math.ceil(n_rows / MIN_TEXTS_PER_REPLICA)))
+        per_node = max(1, math.ceil(reps * node_cpus / max(cluster_cpus, 1)))
+        threads = spec.torch_threads or max(1, int(node_cpus // per_node))
+    if spec.block_rows:
+        block = spec.block_rows
+    else:
+        block = min(2048, max(4 * spec.batch_size, math.ceil(n_rows / (4 * reps))))
+    reps = max(1, min(reps, math.ceil(n_rows / block)))
+    return Layout(replicas=reps, threads=threads, block_rows=block)
 
 
 def _run_ray(pending: list[_Shard], spec: EmbedSpec, model_id: str, dim: int, text_dir: Path,
-             pbar: Any, ray_address: str | None, num_cpus: int | None) -> tuple[int, int, int]:
+             pbar: Any, ray_address: str | None, num_cpus: int | None
+             ) -> tuple[int, int, dict[str, int]]:
     import ray
 
     from recmind_dist.embed.ray_runtime import ensure_ray
@@ -385,20 +419,32 @@ def _run_ray(pending: list[_Shard], spec: EmbedSpec, model_id: str, dim: int, te
         paths.append(str(p))
         n_rows += len(sel)
     if not paths:
-        return w.n_encoded, w.n_tokens, 0
+        return w.n_encoded, w.n_tokens, {"replicas": 0, "threads": 0, "block_rows": 0}
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
-    n_blocks = max(1, math.ceil(n_rows / spec.rows_per_block))
-    n_rep = _n_replicas(spec, n_blocks)
-    n_blocks = max(n_blocks, n_rep)
-    log.info("ray: %d texts in %d blocks over %d replicas (%.2f CPU, %.2f GPU each)",
-             n_rows, n_blocks, n_rep, spec.cpus_per_replica, spec.gpus_per_replica)
+    res = ray.cluster_resources()
+    cpus = float(res.get("CPU", 0))
+    node_cpus = max((float(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["Alive"]),
+                    default=cpus)
+    layout = plan_layout(spec, n_rows, cpus, float(res.get("GPU", 0)), node_cpus)
+    n_rep = layout.replicas
+    n_blocks = max(n_rep, math.ceil(n_rows / layout.block_rows))
+    actor_spec = spec.model_copy(update={"torch_threads": layout.threads})
+    if n_rep * spec.cpus_per_replica > cpus - 1 + 1e-9:
+        # the actors would hold every CPU and Ray Data's read tasks (1 CPU each) never run
+        raise InputError("embed spec", "cpus_per_replica",
+                         f"{n_rep} replicas x {spec.cpus_per_replica} CPU leave less than one "
+                         f"of the cluster's {cpus:g} CPUs for Ray Data's read tasks; the job "
+                         "would wait forever. Lower cpus_per_replica or num_replicas")
+    log.info("ray: %d texts in %d blocks over %d replicas (%.2f CPU, %.2f GPU, %d threads "
+             "each)", n_rows, n_blocks, n_rep, spec.cpus_per_replica, spec.gpus_per_replica,
+             layout.threads)
     # One small Parquet file is one read block: repartition so every actor gets work.
     ds = ray.data.read_parquet(paths).repartition(n_blocks)
     out = ds.map_batches(
         EncoderReplica,
-        fn_constructor_kwargs={"spec_json": spec.model_dump_json(), "model_id": model_id},
+        fn_constructor_kwargs={"spec_json": actor_spec.model_dump_json(), "model_id": model_id},
         compute=ray.data.ActorPoolStrategy(size=n_rep),
         num_cpus=spec.cpus_per_replica,
         num_gpus=spec.gpus_per_replica or None,
@@ -416,7 +462,21 @@ def _run_ray(pending: list[_Shard], spec: EmbedSpec, model_id: str, dim: int, te
         raise RuntimeError(f"Ray job ended with incomplete shards {missing[:5]}")
     for p in paths:  # inputs of finished shards are no longer needed
         Path(p).unlink(missing_ok=True)
-    return w.n_encoded, w.n_tokens, n_rep
+    return w.n_encoded, w.n_tokens, asdict(layout)
+
+
+def _compute_dtype(spec: EmbedSpec, backend: str, encoder: Any) -> str:
+    """The dtype the replicas computed in (``spec.dtype`` resolved for their device)."""
+    import torch
+
+    from recmind_dist.embed.encoder import resolve_dtype
+
+    if encoder is not None:
+        return str(encoder.dtype)
+    on_gpu = spec.gpus_per_replica > 0 or (backend == "local" and torch.cuda.is_available())
+    if on_gpu and not torch.cuda.is_available():
+        return f"{spec.dtype} (resolved on the GPU replicas)"
+    return resolve_dtype(spec.dtype, "cuda" if on_gpu else "cpu")
 
 
 def _model_dim(model_id: str) -> int:
@@ -482,12 +542,12 @@ def run_embedding_job(texts: Mapping[str, pd.DataFrame | str | Path], spec: Embe
         rank0 = True
     pbar = tqdm(total=len(shards), initial=skipped, desc="embed shards", unit="shard",
                 disable=not (progress and rank0))
-    n_rep = 0
+    layout = {"replicas": 0, "threads": 0, "block_rows": 0}
     try:
         if pending and backend == "local":
-            n_enc, n_tok, n_rep = _run_local(pending, spec, model_id, pbar, encoder)
+            n_enc, n_tok, layout = _run_local(pending, spec, model_id, pbar, encoder)
         elif pending:
-            n_enc, n_tok, n_rep = _run_ray(pending, spec, model_id, dim, out_dir / "_texts",
+            n_enc, n_tok, layout = _run_ray(pending, spec, model_id, dim, out_dir / "_texts",
                                            pbar, ray_address, num_cpus)
         else:
             n_enc, n_tok = 0, 0
@@ -507,6 +567,7 @@ def run_embedding_job(texts: Mapping[str, pd.DataFrame | str | Path], spec: Embe
                      "pooling": spec.pooling, "max_length": spec.max_length,
                      "output_dtype": spec.output_dtype,
                      "fingerprint": spec.fingerprint(model_id),
+                     "compute_dtype": _compute_dtype(spec, backend, encoder),
                      "no_text_rows": "zero vector, has_text=False"}
         try:
             from transformers import AutoConfig
@@ -526,7 +587,8 @@ def run_embedding_job(texts: Mapping[str, pd.DataFrame | str | Path], spec: Embe
                                for k, df in tables.items()},
                     "shards": {"total": len(shards), "skipped": skipped,
                                "computed": len(pending)},
-                    "last_run": {"wall_s": wall, "n_encoded": n_enc, "n_tokens": n_tok}},
+                    "last_run": {"wall_s": wall, "n_encoded": n_enc, "n_tokens": n_tok,
+                                 "layout": layout}},
                    emb_dir / "manifest.json")
     wall = time.perf_counter() - t0
     return EmbedResult(out_dir=out_dir, paths=paths, n_texts=sum(len(t) for t in tables.values()),
@@ -535,7 +597,7 @@ def run_embedding_job(texts: Mapping[str, pd.DataFrame | str | Path], spec: Embe
                        tokens_per_s=n_tok / wall if wall > 0 else 0.0,
                        shards_total=len(shards), shards_computed=len(pending),
                        shards_skipped=skipped, dim=dim, model=model_id, backend=backend,
-                       n_replicas=n_rep)
+                       n_replicas=layout["replicas"])
 
 
 def dataset_texts(dataset_dir: str | Path, text_spec: Any = None, train_pairs: Any = None,

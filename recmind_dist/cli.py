@@ -252,6 +252,9 @@ def compare(
     experiment: Annotated[str, typer.Option(help="MLflow experiment")] = "recmind-dist",
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
     csv: Annotated[Path | None, typer.Option(help="also write the table as CSV")] = None,
+    columns: Annotated[list[str] | None, typer.Option(
+        "--columns", help="show only spec keys containing this text (repeatable), e.g. "
+        "--columns variant --columns seed")] = None,
 ) -> None:
     """Print an experiment's runs: the spec keys that differ and the main metrics."""
     from recmind_dist.compare import runs_table
@@ -261,14 +264,22 @@ def compare(
     df = runs_table(experiment, tracking_uri or resolve_uri(TrackingSpec()))
     if df.empty:
         raise InputError("--experiment", "experiment", f"no runs in experiment {experiment!r}")
-    table = Table(title=f"experiment {experiment}")
-    for c in df.columns:
-        table.add_column(str(c).removeprefix("test/"), overflow="fold")
-    for _, row in df.iterrows():
-        cells = [f"{v:.4f}" if isinstance(v, float) else str(v) for v in row]
-        cells[0] = cells[0][:12]
-        table.add_row(*cells)
-    console.print(table)
+    if columns:  # keep the run id, the chosen keys and the metrics
+        keep = [c for c in df.columns if c == "run_id" or c.startswith("test/")
+                or any(sel in c for sel in columns)]
+        df = df[keep]
+    shown = df.rename(columns=lambda c: str(c).removeprefix("test/")).copy()
+    shown["run_id"] = shown["run_id"].astype(str).str[:12]
+    if len(shown.columns) > 12:  # a rich table would fold every cell: print plain wide rows
+        print(f"experiment {experiment} ({len(shown)} runs; --columns KEY narrows the keys)")
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    else:
+        table = Table(title=f"experiment {experiment}")
+        for c in shown.columns:
+            table.add_column(str(c), overflow="fold")
+        for _, row in shown.iterrows():
+            table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
+        console.print(table)
     if csv is not None:
         df.to_csv(csv, index=False)
 

@@ -21,11 +21,13 @@ def runs_table(
     if exp is None:
         return pd.DataFrame()
     runs = mlflow.search_runs([exp.experiment_id], order_by=["start_time ASC"])
+    if "status" in runs.columns:  # failed or killed runs have no metrics to compare
+        runs = runs[runs["status"] == "FINISHED"]
     if runs.empty:
-        return runs
+        return pd.DataFrame()
     params = [c for c in runs.columns if c.startswith("params.")]
     varying = [c for c in params if runs[c].astype(str).nunique(dropna=False) > 1]
-    cols = {"run_id": "run_id", "tags.mlflow.runName": "name"}
+    cols = {"run_id": "run_id", "tags.mlflow.runName": "run"}
     cols.update({c: c.removeprefix("params.") for c in varying})
     cols.update({f"metrics.{m}": m for m in metrics if f"metrics.{m}" in runs.columns})
     present = [c for c in cols if c in runs.columns]

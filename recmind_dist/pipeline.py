@@ -99,8 +99,13 @@ def model_features(spec: JobSpec, dataset: Dataset, data: SplitData):
         return profile_features(dataset, data, Generator(spec.model.profiles), spec.text,
                                 spec.embed, features_root(spec),
                                 backend=spec.model.features_backend)  # fmt: skip
-    return node_text_features(dataset, data, spec.text, spec.embed, features_root(spec),
-                              backend=spec.model.features_backend)
+    feats = node_text_features(dataset, data, spec.text, spec.embed, features_root(spec),
+                               backend=spec.model.features_backend)
+    if getattr(spec.model, "encoder", "precomputed") == "lora":
+        from recmind_dist.models.features import attach_node_texts
+
+        feats = attach_node_texts(feats, dataset, data, spec.text, spec.embed)
+    return feats
 
 
 def features_root(spec: JobSpec) -> Path:

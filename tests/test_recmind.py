@@ -279,3 +279,51 @@ def test_recmind_ranks_unseen_items_better_than_lightgcn(tmp_path):
         results[name] = res.test["unseen/recall_at_20"]
     print(results)
     assert results["recmind"] > results["lightgcn"] + 0.05, results
+
+
+def test_lora_encoder_trains_adapters_end_to_end(tiny_bert):
+    """encoder: lora -- at init z equals the precomputed path's (LoRA's B = 0), a step moves
+    only LoRA + RecMind weights (base LM bit-identical), and the epoch refresh re-encodes."""
+    from recmind_dist.embed.encoder import TextEncoder
+
+    data = _data()
+    rng = np.random.default_rng(0)
+    words = ["war", "love", "space", "crime", "comedy", "west", "noir", "ghost"]
+    texts = [" ".join(rng.choice(words, 4)) for _ in range(NU + NI)]
+    texts[1] = texts[NU + 7] = ""  # no text: fallback rows
+    frozen = TextEncoder(tiny_bert, normalize=False, max_length=32, dtype="float32")
+    vec = frozen.encode(texts)
+    has = np.array([bool(t) for t in texts])
+    feats = NodeFeatures(vec[:NU], vec[NU:], has[:NU], has[NU:], {"lm": str(tiny_bert)},
+                         user_text=texts[:NU], item_text=texts[NU:])
+    spec = RecMindSpec(dim=8, layers=2, encoder="lora", lora_nodes=8, lora_max_length=32,
+                       text_pca=0, warmup_epochs=0)
+    torch.manual_seed(0)
+    model = build_model(spec, data, "cpu", feats)
+    torch.manual_seed(0)
+    ref = build_model(spec.model_copy(update={"encoder": "precomputed"}), data, "cpu", feats)
+    torch.testing.assert_close(model.text_vec, ref.text_vec, atol=1e-5, rtol=1e-4)
+    assert torch.equal(model.has_text, ref.has_text)
+
+    base = {n: p.detach().clone() for n, p in model.text_tower.named_parameters()
+            if "lora_" not in n}
+    lora = {n: p.detach().clone() for n, p in model.text_tower.named_parameters()
+            if "lora_" in n}
+    assert lora and all(p.requires_grad for n, p in model.text_tower.named_parameters()
+                        if "lora_" in n)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.05)
+    model.train()
+    model.on_epoch_start(1)
+    for s in range(3):
+        loss, parts = model.training_loss(_batch(data, s), 1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    named = dict(model.text_tower.named_parameters())
+    assert all(torch.equal(named[n], p) for n, p in base.items())  # frozen LM untouched
+    assert any(not torch.equal(named[n], p) for n, p in lora.items())  # adapters trained
+    before = model.text_vec.clone()
+    model.on_epoch_start(2)  # refresh with the trained adapters
+    assert not torch.allclose(model.text_vec, before)
+    assert torch.equal(model.text_vec[1], torch.zeros_like(model.text_vec[1]))
+    assert model._grad_nodes is None

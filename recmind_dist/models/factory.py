@@ -49,6 +49,17 @@ def build_model(
                              "(recmind_dist.models.features.node_text_features)")
         adj = normalized_adjacency(data.n_users, data.n_items, data.train, device)
         degree = np.concatenate([data.user_degree, data.item_degree])
+        tower = None
+        if spec.encoder == "lora":
+            from recmind_dist.models.lora_text import NodeTextTower
+
+            if features.user_text is None or features.item_text is None:
+                raise InputError("job spec", "model.encoder", "encoder: lora needs the node "
+                                 "texts (recmind_dist.models.features.attach_node_texts)")
+            tower = NodeTextTower(
+                [*features.user_text, *features.item_text], data.n_users,
+                model=features.info.get("lm"), pooling=features.info.get("pooling", "auto"),
+                max_length=spec.lora_max_length, r=spec.lora_r, alpha=spec.lora_alpha)
         model = RecMind(
             data.n_users, data.n_items, adj, features, degree,
             normalized_degree(data.n_users, data.n_items, data.train),
@@ -60,6 +71,7 @@ def build_model(
             fallback_hidden=spec.fallback_hidden, align_view=spec.align_view,
             isolated_text_only=spec.isolated_text_only, warm_negatives=spec.warm_negatives,
             align_grad=spec.align_grad, text_pca=spec.text_pca, align_nodes=spec.align_nodes,
+            text_tower=tower, lora_nodes=spec.lora_nodes, id_init=spec.id_init,
         )  # fmt: skip
     elif isinstance(spec, GATLLMSpec):
         from recmind_dist.models.gat_llm import GATLLM, stacked_text

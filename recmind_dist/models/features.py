@@ -37,7 +37,8 @@ from recmind_dist.text.templates import TextSpec, build_item_texts, build_user_t
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NodeFeatures", "align_to_local", "feature_cache_keys", "node_text_features"]
+__all__ = ["NodeFeatures", "align_to_local", "attach_node_texts", "feature_cache_keys",
+           "node_text_features"]
 
 
 @dataclass
@@ -49,6 +50,8 @@ class NodeFeatures:
     user_has_text: np.ndarray  # [U] bool
     item_has_text: np.ndarray  # [I] bool
     info: dict[str, Any] = field(default_factory=dict)
+    user_text: list[str] | None = None  # per local user ("" = none); end-to-end LoRA only
+    item_text: list[str] | None = None
 
     def __post_init__(self) -> None:
         self.user_vec = np.ascontiguousarray(self.user_vec, dtype=np.float32)
@@ -171,3 +174,30 @@ def node_text_features(
     log.info("node text features: %d/%d users and %d/%d items with text (computed: %s)",
              uhas.sum(), len(uhas), ihas.sum(), len(ihas), computed or "none, cache hit")
     return NodeFeatures(uvec, ivec, uhas, ihas, info)
+
+
+def _texts_by_local(df: Any, local_to_canonical: np.ndarray) -> list[str]:
+    """``df`` (id, text, has_text) -> one string per local node ("" where there is none)."""
+    by_id = {int(i): (str(t) if h else "") for i, t, h in zip(df["id"], df["text"],
+                                                            df["has_text"], strict=True)}
+    return [by_id.get(int(c), "") for c in local_to_canonical]
+
+
+def attach_node_texts(features: NodeFeatures, dataset: Any, data: SplitData,
+                      text_spec: TextSpec | None = None, embed_spec: EmbedSpec | None = None
+                      ) -> NodeFeatures:
+    """Add the node texts (same templates as the embedding job; user profiles from training
+    edges only) and the LM to encode them with, for RecMind's end-to-end LoRA path."""
+    from recmind_dist.embed.encoder import default_model_path
+
+    text_spec = text_spec or TextSpec()
+    embed_spec = embed_spec or EmbedSpec()
+    items = build_item_texts(dataset.items, text_spec, item_ids=dataset.n_items)
+    train_pairs = (data.user_ids[data.train[:, 0]], data.item_ids[data.train[:, 1]])
+    users = build_user_texts(dataset.users, train_pairs, dataset.items, text_spec,
+                             user_ids=dataset.n_users)
+    features.user_text = _texts_by_local(users, data.user_ids)
+    features.item_text = _texts_by_local(items, data.item_ids)
+    features.info.update(lm=embed_spec.model or default_model_path(),
+                         pooling=embed_spec.pooling)
+    return features

@@ -14,6 +14,9 @@ InfoNCE grows ‖z‖ by orders of magnitude within an epoch and the gate satura
 For nodes without text (zero LM vector, ``has_text = False``) z_v = MLP_fb([E⁰_v ‖ d̃_v])
 (``fallback = mlp``) or 0 (``fallback = zero``); ``fallback_mask`` records which nodes use it.
 
+``id_init = text`` starts E⁰'s rows with text at the top-d principal components of ē (scaled
+to LightGCN's N(0, 0.1²) spread) instead of random rows.
+
 **Gated propagation** (l = 0..L, one gate per layer):
 
     γ_v^l = σ(w_lᵀ [E_v^l ‖ z_v ‖ d̃_v] + b_l)
@@ -41,6 +44,12 @@ negatives plus two FIFO queues per node type (MoCo): ``queue_z`` holds keys ẑ_
 copy of the projection (θ_k ← m θ_k + (1−m) θ, updated before each step; no-text nodes use the
 detached fallback output) and ``queue_g`` holds detached past graph views. ``self.gather`` (None
 = identity) is the hook a distributed trainer replaces with a differentiable all-gather.
+
+**End-to-end LoRA** (``text_tower``, spec ``encoder: lora``): e_v comes from the LM with
+LoRA adapters instead of the embedding job's cache (:mod:`recmind_dist.models.lora_text`):
+all rows are re-encoded without gradient at each epoch start, and each step re-encodes up
+to ``lora_nodes`` of the batch's users and positive items with gradient, so BPR and
+L_align train the adapters through those rows. No PCA on this path.
 
 **Two phases.** Epochs 1..T_w (``warmup_epochs``): L = L_align only (no BPR term at all, so
 the BPR gradient is exactly zero). Then L = BPR(h) + reg·L2(E⁰_batch) + λ·L_align, the
@@ -73,6 +82,7 @@ from recmind_dist.graph.propagate import propagate
 from recmind_dist.losses import bpr_loss, l2_batch, symmetric_infonce
 from recmind_dist.models.base import Batch, Recommender
 from recmind_dist.models.features import NodeFeatures
+from recmind_dist.models.lora_text import NodeTextTower
 from recmind_dist.models.queue import KeyQueue, momentum_update
 
 log = logging.getLogger(__name__)
@@ -159,6 +169,9 @@ class RecMind(Recommender):
         align_grad: Literal["both", "language"] = "both",
         text_pca: int = 128,
         align_nodes: int = 256,
+        text_tower: NodeTextTower | None = None,
+        lora_nodes: int = 64,
+        id_init: Literal["random", "text"] = "random",
     ) -> None:
         super().__init__()
         n = n_users + n_items
@@ -190,10 +203,26 @@ class RecMind(Recommender):
         self.phase = "joint"
         self.gather = None  # distributed trainers set a differentiable all-gather here
 
-        text = np.concatenate([_centered(features.user_vec, features.user_has_text),
-                               _centered(features.item_vec, features.item_has_text)], 0)
         has = np.concatenate([features.user_has_text, features.item_has_text], 0)
-        text = _pca(text, has, text_pca)
+        self.text_tower = text_tower
+        self.lora_nodes = int(lora_nodes)
+        self._grad_nodes: torch.Tensor | None = None  # nodes re-encoded with grad this step
+        if text_tower is not None:  # end-to-end: e from the LoRA LM, centred, no PCA
+            if len(text_tower.has_text) != n:
+                raise ValueError("text_tower must hold one text per node (users, then items)")
+            has = text_tower.has_text.cpu().numpy()
+            text = text_tower.refresh().cpu().numpy()
+        else:
+            text = np.concatenate([_centered(features.user_vec, features.user_has_text),
+                                   _centered(features.item_vec, features.item_has_text)], 0)
+            text = _pca(text, has, text_pca)
+        if id_init == "text" and has.any():  # E⁰ rows with text: their top-d PCs, std 0.1
+            x = _pca(text, has, dim) if text.shape[1] > dim else text
+            if x.shape[1] == dim:
+                x = x * (0.1 / max(float(x[has].std()), 1e-12))
+                with torch.no_grad():
+                    rows = torch.from_numpy(np.flatnonzero(has))
+                    self.embedding.weight[rows] = torch.from_numpy(x[has]).float()
         self.register_buffer("text_vec", torch.from_numpy(text).float())
         self.register_buffer("has_text", torch.from_numpy(has))
         self.register_buffer("deg_norm", torch.from_numpy(np.asarray(deg_norm, np.float32)))
@@ -202,6 +231,7 @@ class RecMind(Recommender):
         isolated = np.asarray(degree) == 0
         self.isolated_text_only = isolated_text_only and self.gate_mode == "learned"
         self.register_buffer("isolated", torch.from_numpy(isolated)[:, None])
+        self.any_isolated = bool(isolated.any())
         self.register_buffer("item_warm", torch.from_numpy(~isolated[n_users:]))
 
         self.proj = TextProjector(text.shape[1], dim, adapter_hidden)
@@ -234,8 +264,16 @@ class RecMind(Recommender):
         return ~self.has_text
 
     def language_view(self, proj: nn.Module | None = None) -> torch.Tensor:
-        """z for every node [N, d]: projected LM vector, or the fallback for no-text nodes."""
-        z = F.normalize((proj or self.proj)(self.text_vec), dim=1) * self.z_scale
+        """z for every node [N, d]: projected LM vector, or the fallback for no-text nodes.
+
+        End-to-end (``text_tower``): the rows of this step's ``_grad_nodes`` are re-encoded
+        through the LoRA LM with gradient, the others come from the per-epoch refresh."""
+        text = self.text_vec
+        if self.text_tower is not None and self._grad_nodes is not None and proj is None:
+            nodes = self.text_tower.text_nodes(self._grad_nodes)
+            if len(nodes):
+                text = text.index_copy(0, nodes, self.text_tower(nodes).to(text.dtype))
+        z = F.normalize((proj or self.proj)(text), dim=1) * self.z_scale
         if len(self.fallback_idx) == 0:
             return z
         idx = self.fallback_idx
@@ -246,40 +284,64 @@ class RecMind(Recommender):
             fb = self.fallback(x)
         return z.index_copy(0, idx, fb)
 
-    def gate(self, layer: int, e: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """γ^l [N, 1] for the layer's input states ``e``."""
+    def gate_static(self, z: torch.Tensor) -> torch.Tensor | None:
+        """The layer-independent part of every gate logit, ``[N, L+1]``:
+        ``w_z,lᵀ z_v + w_d,l d̃_v + b_l`` for all layers in one matrix product."""
+        if self.gate_mode != "learned":
+            return None
+        static = torch.addmm(self.gate_b, z, self.gate_w_z.T).addcmul_(
+            self.deg_norm[:, None], self.gate_w_d[None, :])
+        if self.isolated_text_only and self.any_isolated:
+            # no training edge: the ID row carries no signal -> γ ≡ 1 (σ(1e4) is 1.0 in
+            # float32, with zero gradient), folded in once instead of a where per layer
+            static = static.masked_fill(self.isolated, 1e4)
+        return static
+
+    def gate(self, layer: int, e: torch.Tensor, z: torch.Tensor,
+             static: torch.Tensor | None = None) -> torch.Tensor:
+        """γ^l [N, 1] for the layer's input states ``e`` (``static``: :meth:`gate_static`)."""
         if self.gate_mode == "fixed":
             return torch.full((e.shape[0], 1), self.fixed_gamma, dtype=e.dtype, device=e.device)
         if self.gate_mode == "none":
             return torch.zeros((e.shape[0], 1), dtype=e.dtype, device=e.device)
-        logit = (e @ self.gate_w_e[layer] + z @ self.gate_w_z[layer]
-                 + self.deg_norm * self.gate_w_d[layer] + self.gate_b[layer])  # fmt: skip
-        gamma = torch.sigmoid(logit).unsqueeze(1)
-        if self.isolated_text_only:  # no training edge: the ID row carries no signal
-            gamma = torch.where(self.isolated, torch.ones_like(gamma), gamma)
-        return gamma
+        if static is None:
+            static = self.gate_static(z)
+        return torch.sigmoid(torch.addmv(static[:, layer], e, self.gate_w_e[layer])).unsqueeze(1)
 
     def forward_views(self) -> dict[str, Any]:
-        """z, the layer states E^l, the fused Ẽ^l, the gates γ^l, h (fused mean), g (graph)."""
+        """z, the layer states E^l, the fused Ẽ^l, the gates γ^l, h (fused mean); g (graph
+        view) only where it is h (late fusion) -- see :meth:`graph_view_rows`."""
         e0 = self.embedding.weight
         z = self.language_view()
         if self.variant == "llm_only":  # no graph at all
             return {"z": z, "layers": [e0], "fused": [e0], "gammas": [], "h": z, "g": z}
+        static = self.gate_static(z)
         layers, fused, gammas = [e0], [], []
         for layer in range(self.n_layers + 1):
             e = layers[-1]
             if self.gate_mode == "none":
                 f = e
             else:
-                gamma = self.gate(layer, e, z)
+                gamma = self.gate(layer, e, z, static)
                 gammas.append(gamma)
-                f = (1.0 - gamma) * e + gamma * z
+                f = torch.addcmul(e, gamma, z - e)  # (1 − γ) e + γ z; γ = 0 gives e exactly
             fused.append(f)
             if layer < self.n_layers:
                 layers.append(propagate(self.adj, f))
         h = torch.stack(fused, 0).mean(0)
-        g = h if self.gate_mode == "none" else torch.stack(layers, 0).mean(0)
+        # g of all nodes is only needed for late fusion (where it is h); the alignment takes
+        # the few rows it uses from graph_view_rows
+        g = h if self.gate_mode == "none" else None
         return {"z": z, "layers": layers, "fused": fused, "gammas": gammas, "h": h, "g": g}
+
+    def graph_view_rows(self, views: dict[str, Any], nodes: torch.Tensor) -> torch.Tensor:
+        """Rows ``nodes`` of the alignment's view: g = mean_l E^l (or h when
+        ``align_view = fused``), without building it for all N nodes."""
+        if self.align_view == "fused":
+            return views["h"][nodes]
+        if views["g"] is not None:
+            return views["g"][nodes]
+        return torch.stack([e[nodes] for e in views["layers"]], 0).mean(0)
 
     def _scoring(self, views: dict[str, Any]) -> torch.Tensor:
         if self.variant == "llm_only":
@@ -295,6 +357,8 @@ class RecMind(Recommender):
 
     # ----------------------------------------------------------------------------- training
     def on_epoch_start(self, epoch: int) -> None:
+        if self.text_tower is not None and epoch > 1:  # e of all nodes with current adapters
+            self.text_vec.copy_(self.text_tower.refresh().to(self.text_vec))
         phase = "warmup" if self.in_warmup(epoch) else "joint"
         if phase != self.phase:
             log.info("RecMind epoch %d: phase %s -> %s", epoch, self.phase, phase)
@@ -303,6 +367,14 @@ class RecMind(Recommender):
     def in_warmup(self, epoch: int) -> bool:
         return epoch <= self.warmup_epochs
 
+    def _lora_sample(self, batch: Batch) -> torch.Tensor:
+        """Up to ``lora_nodes`` of the batch's unique users and positive items, half each."""
+        half = max(1, self.lora_nodes // 2)
+        out = []
+        for nodes in (torch.unique(batch.users), torch.unique(batch.pos) + self.n_users):
+            out.append(nodes[torch.randperm(len(nodes), device=nodes.device)[:half]])
+        return torch.cat(out)
+
     @torch.no_grad()
     def _keys(self, nodes: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Momentum-encoder keys ẑ_k for ``nodes`` (no-text nodes: the detached fallback z)."""
@@ -310,7 +382,9 @@ class RecMind(Recommender):
         k = torch.where(self.has_text[nodes, None], k, z[nodes].detach())
         return F.normalize(k, dim=1)
 
-    def alignment_loss(self, z: torch.Tensor, view: torch.Tensor, batch: Batch) -> torch.Tensor:
+    def alignment_loss(self, views: dict[str, Any], batch: Batch) -> torch.Tensor:
+        """½ (InfoNCE over users + InfoNCE over items) between ẑ and the graph view."""
+        z = views["z"]
         users = torch.unique(batch.users)
         items = torch.unique(batch.pos) + self.n_users
         losses = []
@@ -318,9 +392,9 @@ class RecMind(Recommender):
             if 0 < self.align_nodes < len(nodes):  # a random subset keeps the cost bounded
                 nodes = nodes[torch.randperm(len(nodes), device=nodes.device)[: self.align_nodes]]
             a = F.normalize(z[nodes], dim=1)
-            b = F.normalize(view[nodes], dim=1)
-            if self.align_grad == "language":  # the graph view is a target, not trained here
-                b = b.detach()
+            # language-side alignment: the graph view is a target, not trained here
+            with torch.set_grad_enabled(self.align_grad == "both" and torch.is_grad_enabled()):
+                b = F.normalize(self.graph_view_rows(views, nodes), dim=1)
             qz, qg = self.queues[f"{kind}_z"], self.queues[f"{kind}_g"]
             losses.append(symmetric_infonce(a, b, self.tau, qz.keys(), qg.keys(), self.gather))
             gather = self.gather or (lambda x: x)
@@ -334,11 +408,15 @@ class RecMind(Recommender):
         use_align = warm or self.lambda_align > 0
         if use_align:  # MoCo: update the key encoder before computing this step's keys
             momentum_update(self.key_proj, self.proj, self.momentum)
-        views = self.forward_views()
+        if self.text_tower is not None:  # nodes whose text goes through the LM with grad
+            self._grad_nodes = self._lora_sample(batch)
+        try:
+            views = self.forward_views()
+        finally:
+            self._grad_nodes = None
         parts: dict[str, torch.Tensor] = {}
         if use_align:
-            view = views["h"] if self.align_view == "fused" else views["g"]
-            parts["align"] = self.alignment_loss(views["z"], view, batch)
+            parts["align"] = self.alignment_loss(views, batch)
         if warm:
             loss = parts["align"]
         else:

@@ -180,6 +180,14 @@ class RecMindSpec(_Spec):
         description="learned gate: nodes with no training edge get γ ≡ 1 (h = z), since their "
         "ID row never saw a positive; this is what lets RecMind rank unseen items",
     )
+    isolated_norm: Literal["z", "warm_mean"] = Field(
+        "z",
+        description="scoring norm of items with no training edge (h = z direction): z's own "
+        "(learned scale) or the mean ‖h‖ of the items with edges. An item's ‖h‖ carries its "
+        "popularity, an unseen item's z never met a BPR gradient. Data-dependent, so off by "
+        "default: on the ml-100k cold-item split (seed 2020) warm_mean lifted unseen-item "
+        "Recall@20 from 0.0013 to 0.0107, on the synthetic cold split of the tests it sank it",
+    )
     warm_negatives: bool = Field(
         True,
         description="drop BPR triples whose sampled negative has no training edge (unseen "

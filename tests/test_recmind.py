@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from recmind_dist.config import EvalSpec, RecMindSpec, TrainSpec, parse_spec
 from recmind_dist.data.split import SplitData
@@ -327,3 +328,19 @@ def test_lora_encoder_trains_adapters_end_to_end(tiny_bert):
     assert not torch.allclose(model.text_vec, before)
     assert torch.equal(model.text_vec[1], torch.zeros_like(model.text_vec[1]))
     assert model._grad_nodes is None
+
+
+def test_unseen_items_scored_at_the_warm_item_norm():
+    """isolated_norm: warm_mean -- an item with no training edge keeps z's direction and gets
+    the mean ‖h‖ of the items with edges; z keeps its own norm."""
+    warm = _model(isolated_norm="warm_mean")
+    plain = _model(isolated_norm="z")
+    _, hw = warm.representations()
+    _, hp = plain.representations()
+    iso = ~warm.item_warm
+    assert int(iso.sum()) == 3
+    norm = hw[~iso].norm(dim=1).mean()
+    torch.testing.assert_close(hw[iso].norm(dim=1), norm.expand(3))
+    torch.testing.assert_close(F.normalize(hw[iso], dim=1), F.normalize(hp[iso], dim=1))
+    assert torch.equal(hw[~iso], hp[~iso])  # items with edges untouched
+    assert not torch.allclose(hp[iso].norm(dim=1), norm.expand(3))

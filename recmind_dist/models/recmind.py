@@ -32,6 +32,10 @@ With γ ≡ 0 (``variant=fixed_gate, fixed_gamma=0``), Ẽ^l = E^l bit for bit a
 LightGCN's layer mean (same ops, same order); with also λ = 0 (and ``warm_negatives=False``
 or a split where every item has a training edge) the training loss is LightGCN's.
 
+With ``isolated_norm = warm_mean`` an isolated item is scored with z's direction at the mean
+‖h‖ of the items with edges (‖h‖ of a trained item carries its popularity, the scale of an
+untrained z nothing); the default keeps z as it is.
+
 **Alignment.** The graph view g = 1/(L+1) Σ_l E^l (the un-fused states: g has no direct copy of
 the node's own z, so the gate cannot trivially satisfy the loss; ``align_view = fused`` uses h
 instead). For the batch's unique users and unique positive items separately,
@@ -172,6 +176,7 @@ class RecMind(Recommender):
         text_tower: NodeTextTower | None = None,
         lora_nodes: int = 64,
         id_init: Literal["random", "text"] = "random",
+        isolated_norm: Literal["z", "warm_mean"] = "z",
     ) -> None:
         super().__init__()
         n = n_users + n_items
@@ -232,6 +237,7 @@ class RecMind(Recommender):
         self.isolated_text_only = isolated_text_only and self.gate_mode == "learned"
         self.register_buffer("isolated", torch.from_numpy(isolated)[:, None])
         self.any_isolated = bool(isolated.any())
+        self.isolated_norm = isolated_norm
         self.register_buffer("item_warm", torch.from_numpy(~isolated[n_users:]))
 
         self.proj = TextProjector(text.shape[1], dim, adapter_hidden)
@@ -353,7 +359,15 @@ class RecMind(Recommender):
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
         rep = self._scoring(self.forward_views())
-        return rep[: self.n_users], rep[self.n_users :]
+        users, items = rep[: self.n_users], rep[self.n_users :]
+        iso = ~self.item_warm
+        if (self.isolated_norm == "warm_mean" and self.isolated_text_only  # h = z there
+                and self.any_isolated and bool(iso.any())):
+            # unseen items: their direction, at the typical norm of an item with edges
+            norm = items[self.item_warm].norm(dim=1).mean()
+            items = items.clone()
+            items[iso] = F.normalize(items[iso], dim=1) * norm
+        return users, items
 
     # ----------------------------------------------------------------------------- training
     def on_epoch_start(self, epoch: int) -> None:

@@ -50,3 +50,21 @@ def single_process(spec: JobSpec):
     result = train_model(model, data, spec.train, SplitEvaluator(data, spec.eval), spec.seed,
                          progress=False)  # fmt: skip
     return data, init, result, model
+
+
+def end_worker() -> None:
+    """Leave a spawned gloo worker: barrier, destroy the group, then ``os._exit(0)``.
+
+    Skipping interpreter teardown avoids an intermittent ``terminate called without an active
+    exception`` (SIGABRT) from gloo's threads at exit, seen under load; the worker's results
+    are already on disk when this is called."""
+    import os
+    import sys
+
+    import torch.distributed as dist
+
+    dist.barrier()
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

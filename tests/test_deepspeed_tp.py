@@ -50,8 +50,9 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     if rank == 0:
         np.save(out, vec)
         Path(out + ".shapes").write_text(f"{full_q} {q}")
-    torch.distributed.barrier()
-    torch.distributed.destroy_process_group()
+    from _dist_helpers import end_worker
+
+    end_worker()
 
 
 @pytest.mark.slow

@@ -45,8 +45,9 @@ def _worker(rank: int, world: int, tmp: str) -> None:
     total = all_reduce_sum([float(loss)])[0]
     torch.save({"loss": float(loss), "loss_sum": total, "ga": ga / world, "gb": gb / world,
                 "gathered": all_gather_autograd(a_r.detach()).shape[0]}, f"{tmp}/out{rank}.pt")
-    dist.barrier()
-    dist.destroy_process_group()
+    from _dist_helpers import end_worker
+
+    end_worker()
 
 
 def test_gathered_infonce_gradient_equals_single_process(tmp_path: Path):
@@ -79,8 +80,9 @@ def _ragged_worker(rank: int, world: int, tmp: str) -> None:
     y = all_gather_autograd(x)
     (y * torch.arange(len(y), dtype=torch.float32)[:, None]).sum().backward()
     torch.save({"y": y.detach(), "g": x.grad}, f"{tmp}/ragged{rank}.pt")
-    dist.barrier()
-    dist.destroy_process_group()
+    from _dist_helpers import end_worker
+
+    end_worker()
 
 
 def test_all_gather_handles_different_row_counts(tmp_path: Path):

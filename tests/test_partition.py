@@ -112,8 +112,9 @@ def _propagation_worker(rank: int, world: int, tmp: str, method: str) -> None:
     (torch.stack(layers).mean(0) * w[own]).sum().backward()
     torch.save({"own": own, "layers": [t.detach() for t in layers], "grad": x.grad,
                 "halo_bytes": padj.halo_bytes}, f"{tmp}/out{rank}.pt")  # fmt: skip
-    dist.barrier()
-    dist.destroy_process_group()
+    from _dist_helpers import end_worker
+
+    end_worker()
 
 
 def _spawn(fn, world: int, tmp: Path, *args) -> list[dict]:
@@ -159,8 +160,9 @@ def _train_step_worker(rank: int, world: int, tmp: str) -> None:
     loss, _ = m.training_loss(b, 1)
     (loss * (hi - lo) / n).backward()
     torch.save({"own": own, "grad": m.embedding.weight.grad}, f"{tmp}/out{rank}.pt")
-    dist.barrier()
-    dist.destroy_process_group()
+    from _dist_helpers import end_worker
+
+    end_worker()
 
 
 def test_partitioned_lightgcn_gradient_equals_single_process(tmp_path: Path):

@@ -279,7 +279,9 @@ class RecMind(Recommender):
             nodes = self.text_tower.text_nodes(self._grad_nodes)
             if len(nodes):
                 text = text.index_copy(0, nodes, self.text_tower(nodes).to(text.dtype))
-        z = F.normalize((proj or self.proj)(text), dim=1) * self.z_scale
+        u = (proj or self.proj)(text)
+        # s · u/‖u‖ with the scale folded into the per-row factor: one pass over [N, d]
+        z = u * (self.z_scale / u.norm(dim=1, keepdim=True).clamp_min(1e-12))
         if len(self.fallback_idx) == 0:
             return z
         idx = self.fallback_idx

@@ -78,6 +78,8 @@ class NodeTextTower(nn.Module):
                 sel = mask & self.has_text
                 if bool(sel.any()):
                     self.offset[mask] = raw[sel].mean(0)
+        # the first refresh() is this encode: kept until then instead of encoding twice
+        self._first: torch.Tensor | None = self._centred(raw)
 
     def _pooled(self, nodes: torch.Tensor) -> torch.Tensor:
         mask = self.attention_mask[nodes]
@@ -95,17 +97,24 @@ class NodeTextTower(nn.Module):
             out[chunk] = self._pooled(chunk)
         return out
 
+    def _centred(self, e: torch.Tensor) -> torch.Tensor:
+        return torch.where(self.has_text[:, None], e - self.offset, torch.zeros_like(e))
+
     @torch.no_grad()
     def refresh(self) -> torch.Tensor:
         """``e`` for every node [N, dim] with the current adapters (no gradient)."""
+        if self._first is not None:  # adapters unchanged since construction
+            e, self._first = self._first, None
+            return e
         was = self.tower.training
         self.tower.eval()
         e = self._encode_all()
         self.tower.train(was)
-        return torch.where(self.has_text[:, None], e - self.offset, torch.zeros_like(e))
+        return self._centred(e)
 
     def forward(self, nodes: torch.Tensor) -> torch.Tensor:
         """``e`` for ``nodes`` [n, dim], differentiable in the LoRA weights (no-text: 0)."""
+        self._first = None  # adapters may change from here on
         nodes = nodes[self.has_text[nodes]]
         if len(nodes) == 0:
             return torch.zeros(0, self.dim)

@@ -145,6 +145,7 @@ def test_ray_pool_that_starves_reads_is_refused(tiny_bert: Path, tmp_path: Path,
         run_embedding_job(_texts(), _spec(tiny_bert, num_replicas=2, cpus_per_replica=1.0),
                           tmp_path / "x", progress=False)
     assert not (tmp_path / "x" / "embeddings" / "items.parquet").exists()
+    assert not list((tmp_path / "x").rglob("*.parquet"))  # refused before any file is written
 
 
 def test_ray_resume_after_crash(tiny_bert: Path, tmp_path: Path, ray_local: None,

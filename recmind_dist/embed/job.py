@@ -317,33 +317,6 @@ class _Writer:
             raise RuntimeError(f"{FAIL_AFTER_ENV}={self.fail_after}: simulated crash")
 
 
-def _run_local(pending: list[_Shard], spec: EmbedSpec, model_id: str, pbar: Any,
-               encoder: Any = None) -> tuple[int, int, dict[str, int]]:
-    import torch
-
-    from recmind_dist.embed.encoder import TextEncoder
-
-    if encoder is None:
-        encoder = TextEncoder(model_id, pooling=spec.pooling, normalize=spec.normalize,
-                              max_length=spec.max_length, dtype=spec.dtype,
-                              device="cuda" if spec.gpus_per_replica > 0
-                              and torch.cuda.is_available() else "cpu",
-                              torch_threads=spec.torch_threads)
-    rank0 = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
-    w = _Writer(pending, spec, encoder.dim, pbar, is_writer=rank0)
-    for s in pending:
-        sel = np.flatnonzero(s.has_text)
-        key = (s.kind, s.index)
-        if len(sel):
-            vecs, lengths = encoder.encode_with_lengths([s.texts[i] for i in sel],
-                                                        spec.batch_size)
-            w.add(s.kind, s.index, s.ids[sel], vecs, lengths)
-        else:
-            w.finish(key)
-    return w.n_encoded, w.n_tokens, {"replicas": 1, "threads": torch.get_num_threads(),
-                                     "block_rows": 0}
-
-
 #: An actor that starts costs ~4-5 s (import torch + transformers, load the model) before its
 #: first text; below this many texts per replica another replica does not pay for its start.
 MIN_TEXTS_PER_REPLICA = 8192
@@ -356,6 +329,9 @@ class Layout:
     replicas: int
     threads: int
     block_rows: int
+
+
+NO_LAYOUT = Layout(replicas=0, threads=0, block_rows=0)  # nothing was encoded in this run
 
 
 def plan_layout(spec: EmbedSpec, n_rows: int, cluster_cpus: float, cluster_gpus: float,
@@ -389,9 +365,36 @@ def plan_layout(spec: EmbedSpec, n_rows: int, cluster_cpus: float, cluster_gpus:
     return Layout(replicas=reps, threads=threads, block_rows=block)
 
 
+def _run_local(pending: list[_Shard], spec: EmbedSpec, model_id: str, pbar: Any,
+               encoder: Any = None) -> tuple[int, int, Layout]:
+    import torch
+
+    from recmind_dist.embed.encoder import TextEncoder
+
+    if encoder is None:
+        encoder = TextEncoder(model_id, pooling=spec.pooling, normalize=spec.normalize,
+                              max_length=spec.max_length, dtype=spec.dtype,
+                              device="cuda" if spec.gpus_per_replica > 0
+                              and torch.cuda.is_available() else "cpu",
+                              torch_threads=spec.torch_threads)
+    rank0 = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+    w = _Writer(pending, spec, encoder.dim, pbar, is_writer=rank0)
+    for s in pending:
+        sel = np.flatnonzero(s.has_text)
+        key = (s.kind, s.index)
+        if len(sel):
+            vecs, lengths = encoder.encode_with_lengths([s.texts[i] for i in sel],
+                                                        spec.batch_size)
+            w.add(s.kind, s.index, s.ids[sel], vecs, lengths)
+        else:
+            w.finish(key)
+    return w.n_encoded, w.n_tokens, Layout(replicas=1, threads=torch.get_num_threads(),
+                                           block_rows=0)
+
+
 def _run_ray(pending: list[_Shard], spec: EmbedSpec, model_id: str, dim: int, text_dir: Path,
              pbar: Any, ray_address: str | None, num_cpus: int | None
-             ) -> tuple[int, int, dict[str, int]]:
+             ) -> tuple[int, int, Layout]:
     import ray
 
     from recmind_dist.embed.ray_runtime import ensure_ray
@@ -401,9 +404,21 @@ def _run_ray(pending: list[_Shard], spec: EmbedSpec, model_id: str, dim: int, te
                          "tensor_parallel > 1 is not implemented inside the Ray job; run "
                          "`torchrun --nproc_per_node N jobs/embed.py --tp N --backend local`")
     ensure_ray(ray_address, num_cpus)
+    n_rows = int(sum(s.has_text.sum() for s in pending))
+    res = ray.cluster_resources()
+    cpus = float(res.get("CPU", 0))
+    node_cpus = max((float(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["Alive"]),
+                    default=cpus)
+    layout = plan_layout(spec, max(n_rows, 1), cpus, float(res.get("GPU", 0)), node_cpus)
+    n_rep = layout.replicas
+    if n_rows and n_rep * spec.cpus_per_replica > cpus - 1 + 1e-9:
+        # the actors would hold every CPU and Ray Data's read tasks (1 CPU each) never run
+        raise InputError("embed spec", "cpus_per_replica",
+                         f"{n_rep} replicas x {spec.cpus_per_replica} CPU leave less than one "
+                         f"of the cluster's {cpus:g} CPUs for Ray Data's read tasks; the job "
+                         "would wait forever. Lower cpus_per_replica or num_replicas")
     w = _Writer(pending, spec, dim, pbar)
     paths = []
-    n_rows = 0
     for s in pending:
         sel = np.flatnonzero(s.has_text)
         if not len(sel):
@@ -417,26 +432,13 @@ def _run_ray(pending: list[_Shard], spec: EmbedSpec, model_id: str, dim: int, te
             "text": pa.array([s.texts[i] for i in sel], pa.string()),
         }), p)
         paths.append(str(p))
-        n_rows += len(sel)
     if not paths:
-        return w.n_encoded, w.n_tokens, {"replicas": 0, "threads": 0, "block_rows": 0}
+        return w.n_encoded, w.n_tokens, NO_LAYOUT
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
-    res = ray.cluster_resources()
-    cpus = float(res.get("CPU", 0))
-    node_cpus = max((float(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["Alive"]),
-                    default=cpus)
-    layout = plan_layout(spec, n_rows, cpus, float(res.get("GPU", 0)), node_cpus)
-    n_rep = layout.replicas
     n_blocks = max(n_rep, math.ceil(n_rows / layout.block_rows))
     actor_spec = spec.model_copy(update={"torch_threads": layout.threads})
-    if n_rep * spec.cpus_per_replica > cpus - 1 + 1e-9:
-        # the actors would hold every CPU and Ray Data's read tasks (1 CPU each) never run
-        raise InputError("embed spec", "cpus_per_replica",
-                         f"{n_rep} replicas x {spec.cpus_per_replica} CPU leave less than one "
-                         f"of the cluster's {cpus:g} CPUs for Ray Data's read tasks; the job "
-                         "would wait forever. Lower cpus_per_replica or num_replicas")
     log.info("ray: %d texts in %d blocks over %d replicas (%.2f CPU, %.2f GPU, %d threads "
              "each)", n_rows, n_blocks, n_rep, spec.cpus_per_replica, spec.gpus_per_replica,
              layout.threads)
@@ -462,7 +464,7 @@ def _run_ray(pending: list[_Shard], spec: EmbedSpec, model_id: str, dim: int, te
         raise RuntimeError(f"Ray job ended with incomplete shards {missing[:5]}")
     for p in paths:  # inputs of finished shards are no longer needed
         Path(p).unlink(missing_ok=True)
-    return w.n_encoded, w.n_tokens, asdict(layout)
+    return w.n_encoded, w.n_tokens, layout
 
 
 def _compute_dtype(spec: EmbedSpec, backend: str, encoder: Any) -> str:
@@ -542,7 +544,7 @@ def run_embedding_job(texts: Mapping[str, pd.DataFrame | str | Path], spec: Embe
         rank0 = True
     pbar = tqdm(total=len(shards), initial=skipped, desc="embed shards", unit="shard",
                 disable=not (progress and rank0))
-    layout = {"replicas": 0, "threads": 0, "block_rows": 0}
+    layout = NO_LAYOUT
     try:
         if pending and backend == "local":
             n_enc, n_tok, layout = _run_local(pending, spec, model_id, pbar, encoder)
@@ -588,7 +590,7 @@ def run_embedding_job(texts: Mapping[str, pd.DataFrame | str | Path], spec: Embe
                     "shards": {"total": len(shards), "skipped": skipped,
                                "computed": len(pending)},
                     "last_run": {"wall_s": wall, "n_encoded": n_enc, "n_tokens": n_tok,
-                                 "layout": layout}},
+                                 "layout": asdict(layout)}},
                    emb_dir / "manifest.json")
     wall = time.perf_counter() - t0
     return EmbedResult(out_dir=out_dir, paths=paths, n_texts=sum(len(t) for t in tables.values()),
@@ -597,7 +599,7 @@ def run_embedding_job(texts: Mapping[str, pd.DataFrame | str | Path], spec: Embe
                        tokens_per_s=n_tok / wall if wall > 0 else 0.0,
                        shards_total=len(shards), shards_computed=len(pending),
                        shards_skipped=skipped, dim=dim, model=model_id, backend=backend,
-                       n_replicas=layout["replicas"])
+                       n_replicas=layout.replicas)
 
 
 def dataset_texts(dataset_dir: str | Path, text_spec: Any = None, train_pairs: Any = None,

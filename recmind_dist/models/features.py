@@ -115,6 +115,18 @@ def feature_cache_keys(
     return item_key, user_key
 
 
+def _item_texts(dataset: Any, text_spec: TextSpec) -> Any:
+    """(id, text, has_text) of every item, from the text spec's item template."""
+    return build_item_texts(dataset.items, text_spec, item_ids=dataset.n_items)
+
+
+def _user_texts(dataset: Any, data: SplitData, text_spec: TextSpec) -> Any:
+    """(id, text, has_text) of every user: a profile from the TRAINING edges only."""
+    train_pairs = (data.user_ids[data.train[:, 0]], data.item_ids[data.train[:, 1]])
+    return build_user_texts(dataset.users, train_pairs, dataset.items, text_spec,
+                            user_ids=dataset.n_users)
+
+
 def _cached(path: Path, key: str) -> bool:
     marker = path.parent / "features_key.json"
     if not (path.exists() and marker.exists()):
@@ -151,17 +163,14 @@ def node_text_features(
     computed = []
     results: dict[str, Any] = {}  # kind -> EmbedResult of this call (throughput, shards)
     if not _cached(item_file, item_key):
-        items = build_item_texts(dataset.items, text_spec, item_ids=dataset.n_items)
+        items = _item_texts(dataset, text_spec)
         results["items"] = run_embedding_job({"items": items}, embed_spec, item_dir, progress=progress,
                           backend=backend, **job_kwargs)
         write_json({"key": item_key, "dataset_checksum": checksum}, item_dir / "embeddings" /
                    "features_key.json")
         computed.append("items")
     if not _cached(user_file, user_key):
-        # canonical (user, item) pairs of the TRAINING edges only
-        train_pairs = (data.user_ids[data.train[:, 0]], data.item_ids[data.train[:, 1]])
-        users = build_user_texts(dataset.users, train_pairs, dataset.items, text_spec,
-                                 user_ids=dataset.n_users)
+        users = _user_texts(dataset, data, text_spec)
         results["users"] = run_embedding_job({"users": users}, embed_spec, user_dir, progress=progress,
                           backend=backend, **job_kwargs)
         write_json({"key": user_key, "split_key": data.key, "dataset_checksum": checksum},
@@ -192,12 +201,8 @@ def attach_node_texts(features: NodeFeatures, dataset: Any, data: SplitData,
 
     text_spec = text_spec or TextSpec()
     embed_spec = embed_spec or EmbedSpec()
-    items = build_item_texts(dataset.items, text_spec, item_ids=dataset.n_items)
-    train_pairs = (data.user_ids[data.train[:, 0]], data.item_ids[data.train[:, 1]])
-    users = build_user_texts(dataset.users, train_pairs, dataset.items, text_spec,
-                             user_ids=dataset.n_users)
-    features.user_text = _texts_by_local(users, data.user_ids)
-    features.item_text = _texts_by_local(items, data.item_ids)
+    features.user_text = _texts_by_local(_user_texts(dataset, data, text_spec), data.user_ids)
+    features.item_text = _texts_by_local(_item_texts(dataset, text_spec), data.item_ids)
     features.info.update(lm=embed_spec.model or default_model_path(),
                          pooling=embed_spec.pooling)
     return features

@@ -75,3 +75,60 @@ def test_tp2_minilm_matches_unsharded(tmp_path: Path) -> None:
     diff = float(np.abs(tp - ref).max())
     print(f"TP=2 vs unsharded max |diff| = {diff:.3g}")
     assert diff < 1e-5
+
+
+def _gone(pid: int) -> bool:
+    """True when ``pid`` no longer runs (absent, or a zombie nobody reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+_RANK0 = """
+import sys, time
+from recmind_dist.embed.spec import EmbedSpec
+from recmind_dist.embed.tp_group import TPGroup
+
+def hang(group, store):  # rank 0 stops before joining the group; its helper waits in it
+    print("HELPER", group.helper_pids[0], flush=True)
+    time.sleep(600)
+
+if sys.argv[2] == "starting":
+    TPGroup._wait_ready = hang
+g = TPGroup(EmbedSpec(model=sys.argv[1], tensor_parallel=2, dtype="float32"), sys.argv[1],
+            threads=1)
+assert g.encoder.encode(["a b c", "d"], batch_size=2).shape == (2, 32)
+print("HELPER", g.helper_pids[0], flush=True)  # helper now waits for the next batch
+time.sleep(600)
+"""
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("phase", ["starting", "serving"])
+def test_tp_helpers_exit_when_rank0_dies(tiny_bert: Path, phase: str) -> None:
+    """A replica (rank 0) killed with SIGKILL -- no close(), no atexit -- must not leave its
+    tensor-parallel helper behind: neither while the group starts (the helper waits in the
+    rendezvous, only its parent watch ends it) nor while it waits for the next batch."""
+    import subprocess
+    import sys
+    import time
+
+    rank0 = subprocess.Popen([sys.executable, "-c", _RANK0, str(tiny_bert), phase],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        while not line.startswith("HELPER "):  # DeepSpeed prints to stdout too
+            line = rank0.stdout.readline()
+            assert line, "rank 0 exited before its group was up"
+        helper = int(line.split()[1])
+        time.sleep(1.0 if phase == "starting" else 0)  # let the helper reach the rendezvous
+        assert not _gone(helper)
+    finally:
+        rank0.kill()
+        rank0.wait()
+    deadline = time.monotonic() + 10
+    while not _gone(helper) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _gone(helper)

@@ -288,6 +288,13 @@ class TextEncoder:
                              verbose=False)
         return np.fromiter((len(x) for x in enc["input_ids"]), np.int64, len(texts))
 
+    def forward_hidden(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The model's last hidden states (B x T x D) for one padded batch, in the compute
+        dtype (CPU bfloat16: under autocast). Every rank of a tensor-parallel group calls this
+        with the same batch (see :mod:`recmind_dist.embed.tp_group`)."""
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+            return self.model(**batch).last_hidden_state
+
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Embed ``texts`` -> ``(len(texts), dim)`` float32, in input order.
 
@@ -333,8 +340,7 @@ class TextEncoder:
             batch = {k: _pad([enc_all[k][i] for i in idx],
                              self.tokenizer.pad_token_id if k == "input_ids" else 0,
                              self.tokenizer.padding_side).to(self.device) for k in keys}
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
-                hidden = self.model(**batch).last_hidden_state
+            hidden = self.forward_hidden(batch)
             emb = pool(hidden.float(), batch["attention_mask"], self.pooling, self.normalize)
             out[idx] = emb.cpu().numpy()
         self.encode_s += time.perf_counter() - t0

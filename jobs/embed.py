@@ -9,9 +9,16 @@ On a laptop (starts a private Ray on 127.0.0.1)::
 
     python jobs/embed.py --dataset data/ml-100k --out runs/emb
 
-DeepSpeed tensor parallelism (CPU or GPU), one process per shard of the model::
+DeepSpeed tensor parallelism (CPU or GPU): with ``--tp N`` every Ray encoder replica is rank 0
+of its own N-rank group and starts the other N-1 ranks beside it (N CPU processes or N GPUs
+per replica; ``recmind_dist.embed.tp_group``)::
 
-    LOCAL_SIZE=2 torchrun --nproc_per_node 2 jobs/embed.py --dataset DIR --out DIR --tp 2
+    python jobs/embed.py --dataset data/ml-100k --out runs/emb --tp 2
+
+Without Ray, one torchrun process per rank runs the in-process backend (rank 0 writes)::
+
+    LOCAL_SIZE=2 torchrun --nproc_per_node 2 jobs/embed.py --dataset DIR --out DIR --tp 2 \\
+        --backend local
 
 All logic lives in :func:`recmind_dist.embed.job.embed_dataset`.
 """
@@ -71,8 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=None, help="torch threads per replica")
     g.add_argument("--shard-rows", type=int, default=d.shard_rows, help="rows per resume shard")
     g.add_argument("--tp", type=int, default=1,
-                   help="DeepSpeed tensor-parallel degree; >1 must run under torchrun with "
-                   "--nproc_per_node TP (uses the in-process backend on every rank)")
+                   help="DeepSpeed tensor-parallel degree per replica. Ray backend: each "
+                   "replica starts TP-1 helper ranks on its node (reserving TP x "
+                   "--cpus-per-replica CPUs, or TP GPUs with --gpus-per-replica TP). Local "
+                   "backend: run under torchrun --nproc_per_node TP")
     g.add_argument("--no-progress", action="store_true")
     g.add_argument("--json", action="store_true", help="print the result as JSON")
     return p
@@ -101,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                     "ray_address": args.ray_address, "num_cpus": args.num_cpus}
     rank = 0
     try:
-        if args.tp > 1:
-            kwargs["encoder"] = _tp_encoder(spec)
+        if args.tp > 1 and (args.backend == "local" or "WORLD_SIZE" in os.environ):
+            kwargs["encoder"] = _tp_encoder(spec)  # torchrun: this process is one rank
             kwargs["backend"] = "local"
             rank = int(os.environ.get("RANK", "0"))
         res = embed_dataset(args.dataset, tspec, spec, args.out or args.dataset,
@@ -127,30 +136,24 @@ def _tp_encoder(spec: EmbedSpec):
     import deepspeed
     import torch
 
-    from recmind_dist.embed.encoder import (
-        TextEncoder,
-        load_hf,
-        resolve_dtype,
-        shard_with_deepspeed,
-    )
+    from recmind_dist.embed.encoder import default_model_path
+    from recmind_dist.embed.tp_group import load_rank_model, sharded_encoder
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world != spec.tensor_parallel:
         raise InputError("--tp", "tensor_parallel",
-                         f"--tp {spec.tensor_parallel} needs torchrun --nproc_per_node "
-                         f"{spec.tensor_parallel} (WORLD_SIZE is {world})")
+                         f"--tp {spec.tensor_parallel} with --backend local needs torchrun "
+                         f"--nproc_per_node {spec.tensor_parallel} (WORLD_SIZE is {world}); "
+                         "or use --backend ray, where each replica starts its own ranks")
     cuda = torch.cuda.is_available()
     deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dtype = resolve_dtype(spec.dtype, "cuda" if cuda else "cpu")
-    weights = dtype if cuda else "float32"  # CPU bf16 = autocast over fp32 weights
-    tok, model = load_hf(spec.model, weights)
-    model = shard_with_deepspeed(model, spec.tensor_parallel, weights)
-    return TextEncoder(spec.model, pooling=spec.pooling, normalize=spec.normalize,
-                       max_length=spec.max_length, dtype=dtype,
-                       device=f"cuda:{torch.cuda.current_device()}" if cuda else "cpu",
-                       torch_threads=spec.torch_threads or 1, tokenizer=tok, hf_model=model)
+    device = f"cuda:{torch.cuda.current_device()}" if cuda else "cpu"
+    model_id = spec.model or default_model_path()
+    tok, model, dtype = load_rank_model(spec, model_id, device)
+    enc, _ = sharded_encoder(spec, model_id, device, spec.torch_threads or 1, tok, model, dtype)
+    return enc
 
 
 if __name__ == "__main__":

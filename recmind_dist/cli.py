@@ -204,6 +204,7 @@ def embed(
     """Embed item texts and training-only user profiles with the frozen LM (spec `embed`).
 
     Vectors land in the cache that training reads; finished shards are skipped on a rerun.
+    `--set embed.tensor_parallel=N` shards the model over N DeepSpeed ranks per Ray replica.
     """
     from recmind_dist.config import load_spec
     from recmind_dist.pipeline import run_embedding

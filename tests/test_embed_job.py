@@ -148,6 +148,24 @@ def test_ray_pool_that_starves_reads_is_refused(tiny_bert: Path, tmp_path: Path,
     assert not list((tmp_path / "x").rglob("*.parquet"))  # refused before any file is written
 
 
+def test_ray_tensor_parallel_matches_unsharded(tiny_bert: Path, tmp_path: Path,
+                                               ray_local: None) -> None:
+    """tensor_parallel=2: one actor, rank 0 of a 2-rank DeepSpeed group with one helper
+    process; its vectors equal the unsharded single-process encode."""
+    texts = _texts()
+    ref = tmp_path / "local"
+    run_embedding_job(texts, _spec(tiny_bert), ref, backend="local", progress=False)
+    res = run_embedding_job(texts, _spec(tiny_bert, tensor_parallel=2), tmp_path / "tp",
+                            progress=False)
+    last = json.loads((tmp_path / "tp" / "embeddings" / "manifest.json").read_text())["last_run"]
+    assert last["layout"]["tensor_parallel"] == 2 and last["layout"]["threads"] == 1
+    assert res.n_replicas == 1 and res.extra["tp_group"] == last["tp_group"]
+    # the replicas really ran sharded: 2 ranks, rank 0 holding only part of the weights
+    assert last["tp_group"]["ranks"] == 2
+    assert 0.5 < last["tp_group"]["param_share"] < 1.0
+    _assert_same(ref, tmp_path / "tp", atol=1e-5)
+
+
 def test_ray_resume_after_crash(tiny_bert: Path, tmp_path: Path, ray_local: None,
                                 monkeypatch: pytest.MonkeyPatch) -> None:
     texts = _texts()
@@ -212,3 +230,24 @@ def test_plan_layout_amortises_actor_start() -> None:
     assert (fixed.replicas, fixed.threads, fixed.block_rows) == (2, 1, 5)
     # never more replicas than blocks
     assert plan_layout(EmbedSpec(num_replicas=8), 10, 8, 0, 8).replicas == 1
+
+
+def test_tensor_parallel_layout_and_refusals() -> None:
+    from recmind_dist.embed.job import check_fits, plan_layout
+
+    tp2 = EmbedSpec(tensor_parallel=2)
+    lay = plan_layout(tp2, 100_000, cluster_cpus=2, cluster_gpus=0, node_cpus=2)
+    assert (lay.replicas, lay.threads, lay.tensor_parallel) == (1, 1, 2)  # 2 ranks x 1 thread
+    check_fits(tp2, lay, 2, 2, 0)  # 1 replica x 2 ranks x 0.5 CPU leaves 1 CPU for reads
+    big = plan_layout(tp2, 1_000_000, cluster_cpus=32, cluster_gpus=0, node_cpus=8)
+    assert (big.replicas, big.threads) == (16, 1)  # 16 groups x 2 ranks = 32 processes
+    gpu = plan_layout(EmbedSpec(tensor_parallel=2, gpus_per_replica=2), 5000, 16, 8, 16)
+    assert gpu.replicas == 4
+    with pytest.raises(InputError, match="cpus_per_replica.*tensor-parallel ranks"):
+        check_fits(EmbedSpec(tensor_parallel=2, cpus_per_replica=1.0), lay, 2, 2, 0)
+    with pytest.raises(InputError, match="'tensor_parallel'.*largest node has 2 CPUs"):
+        check_fits(EmbedSpec(tensor_parallel=4), lay, 8, 2, 0)
+    with pytest.raises(InputError, match="'tensor_parallel'.*largest node has 1"):
+        check_fits(EmbedSpec(tensor_parallel=2, gpus_per_replica=2), gpu, 16, 16, 1)
+    with pytest.raises(InputError, match="'gpus_per_replica'"):
+        check_fits(EmbedSpec(gpus_per_replica=1), gpu, 16, 16, 0)

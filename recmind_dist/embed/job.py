@@ -23,6 +23,11 @@ row count and recomputes only the rest. All files are written atomically (temp +
 Vectors do not depend on concurrency or on how rows are grouped into batches beyond float
 round-off (padding is masked out), and Ray Data's row order is never relied upon: every row
 carries its (kind, shard, id).
+
+With ``spec.tensor_parallel`` N > 1 each Ray replica shards the model over its own N-rank
+DeepSpeed group (:mod:`recmind_dist.embed.tp_group`); the manifest's ``last_run`` records the
+planned ``layout`` (incl. ``tensor_parallel``) and ``tp_group``: the ranks that computed the
+vectors and rank 0's share of the model's parameters, as the replicas reported them.
 """
 
 from __future__ import annotations
@@ -239,6 +244,12 @@ class EncoderReplica:
 
     The whole batch is encoded in one :meth:`TextEncoder.encode` call, which sorts it by token
     length and runs sub-batches of ``batch_size``; ids travel with their vectors.
+
+    With ``spec.tensor_parallel`` N > 1 the replica is rank 0 of its own N-rank DeepSpeed
+    group (:class:`~recmind_dist.embed.tp_group.TPGroup`: N-1 helper processes on the same
+    node, the model sharded over all N). Every output row also carries ``tp_size`` (ranks
+    that computed it) and ``param_share`` (rank 0's share of the model's parameters), so the
+    driver can record that the model really was sharded.
     """
 
     def __init__(self, spec_json: str, model_id: str) -> None:
@@ -248,16 +259,33 @@ class EncoderReplica:
 
         spec = EmbedSpec.model_validate_json(spec_json)
         self.spec = spec
-        device = "cuda" if spec.gpus_per_replica > 0 and torch.cuda.is_available() else "cpu"
-        self.encoder = TextEncoder(model_id, pooling=spec.pooling, normalize=spec.normalize,
-                                   max_length=spec.max_length, dtype=spec.dtype, device=device,
-                                   torch_threads=spec.threads)
+        self.group = None
+        cuda = spec.gpus_per_replica > 0 and torch.cuda.is_available()
+        if spec.tensor_parallel > 1:
+            from recmind_dist.embed.tp_group import TPGroup
+
+            self.group = TPGroup(spec, model_id, cuda=cuda, threads=spec.threads)
+            self.encoder = self.group.encoder
+            self.param_share = self.group.param_share
+        else:
+            self.encoder = TextEncoder(model_id, pooling=spec.pooling, normalize=spec.normalize,
+                                       max_length=spec.max_length, dtype=spec.dtype,
+                                       device="cuda" if cuda else "cpu",
+                                       torch_threads=spec.threads)
+            self.param_share = 1.0
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         vecs, lengths = self.encoder.encode_with_lengths(list(batch["text"]),
                                                          self.spec.batch_size)
+        n = len(lengths)
         return {"kind": batch["kind"], "shard": batch["shard"], "id": batch["id"],
-                "vector": vecs, "n_tokens": lengths.astype(np.int32)}
+                "vector": vecs, "n_tokens": lengths.astype(np.int32),
+                "tp_size": np.full(n, self.spec.tensor_parallel, np.int16),
+                "param_share": np.full(n, self.param_share, np.float32)}
+
+    def __del__(self) -> None:
+        if getattr(self, "group", None) is not None:
+            self.group.close()
 
 
 # ------------------------------------------------------------------------------------------
@@ -324,11 +352,13 @@ MIN_TEXTS_PER_REPLICA = 8192
 
 @dataclass(frozen=True)
 class Layout:
-    """How the texts are spread: actors, torch threads per actor, input block size."""
+    """How the texts are spread: actors, torch threads per process (an actor, or each rank
+    of its tensor-parallel group), input block size, ranks per actor."""
 
     replicas: int
     threads: int
     block_rows: int
+    tensor_parallel: int = 1
 
 
 NO_LAYOUT = Layout(replicas=0, threads=0, block_rows=0)  # nothing was encoded in this run
@@ -336,17 +366,21 @@ NO_LAYOUT = Layout(replicas=0, threads=0, block_rows=0)  # nothing was encoded i
 
 def plan_layout(spec: EmbedSpec, n_rows: int, cluster_cpus: float, cluster_gpus: float,
                 node_cpus: float) -> Layout:
-    """Choose replicas, threads per replica and block size for ``n_rows`` texts.
+    """Choose replicas, threads per process and block size for ``n_rows`` texts.
 
-    * ``num_replicas: auto`` on GPUs: one per ``gpus_per_replica``. On CPUs: one per cluster
-      CPU, but at most one per :data:`MIN_TEXTS_PER_REPLICA` texts -- a 2,625-text job runs one
-      actor, not two that each pay the start-up.
-    * ``torch_threads`` unset: the CPUs of a node divided among the replicas that share it
-      (2 CPUs, 1 replica -> 2 threads; 2 replicas -> 1 thread each); explicit replicas keep the
-      spec's rule (``max(1, round(cpus_per_replica))``).
+    A replica with ``tensor_parallel`` N runs N processes (N GPUs, or N CPU processes that
+    each count like one replica for CPUs and threads).
+
+    * ``num_replicas: auto`` on GPUs: one per ``gpus_per_replica``. On CPUs: one per N
+      cluster CPUs, but at most one per :data:`MIN_TEXTS_PER_REPLICA` texts -- a 2,625-text
+      job runs one actor, not two that each pay the start-up.
+    * ``torch_threads`` unset: the CPUs of a node divided among the processes that share it
+      (2 CPUs, 1 replica -> 2 threads; 2 replicas, or 1 replica at tensor_parallel 2 -> 1
+      thread each); explicit replicas keep the spec's rule (``max(1, round(cpus_per_replica))``).
     * ``block_rows`` unset: about 4 blocks per replica (load balance) of at least
       ``4 * batch_size`` and at most 2,048 rows (per-block overhead vs. memory).
     """
+    tp = spec.tensor_parallel
     if spec.num_replicas != "auto":
         reps = int(spec.num_replicas)
         threads = spec.threads
@@ -354,15 +388,47 @@ def plan_layout(spec: EmbedSpec, n_rows: int, cluster_cpus: float, cluster_gpus:
         reps = max(1, int(cluster_gpus // spec.gpus_per_replica))
         threads = spec.threads
     else:
-        reps = max(1, min(int(cluster_cpus), math.ceil(n_rows / MIN_TEXTS_PER_REPLICA)))
+        reps = max(1, min(int(cluster_cpus // tp), math.ceil(n_rows / MIN_TEXTS_PER_REPLICA)))
         per_node = max(1, math.ceil(reps * node_cpus / max(cluster_cpus, 1)))
-        threads = spec.torch_threads or max(1, int(node_cpus // per_node))
+        threads = spec.torch_threads or max(1, int(node_cpus // (per_node * tp)))
     if spec.block_rows:
         block = spec.block_rows
     else:
         block = min(2048, max(4 * spec.batch_size, math.ceil(n_rows / (4 * reps))))
     reps = max(1, min(reps, math.ceil(n_rows / block)))
-    return Layout(replicas=reps, threads=threads, block_rows=block)
+    return Layout(replicas=reps, threads=threads, block_rows=block, tensor_parallel=tp)
+
+
+def check_fits(spec: EmbedSpec, layout: Layout, cluster_cpus: float, node_cpus: float,
+               node_gpus: float) -> None:
+    """Refuse (``InputError`` naming the spec field) a layout the Ray cluster cannot run.
+
+    ``node_cpus``/``node_gpus``: the largest node's. A replica's tensor-parallel ranks are
+    processes on its node, so one node must hold N CPUs (one per rank) or N GPUs. The actors
+    together (``replicas x tensor_parallel x cpus_per_replica``) must leave one cluster CPU
+    for Ray Data's read tasks, or the job waits forever (STACK-NOTES).
+    """
+    tp = spec.tensor_parallel
+    if spec.gpus_per_replica > node_gpus:
+        field, why = "gpus_per_replica", ""
+        if tp > 1:
+            field, why = "tensor_parallel", f" (one per rank, tensor_parallel={tp})"
+        raise InputError("embed spec", field,
+                         f"a replica needs {spec.gpus_per_replica:g} GPUs on one node{why}, but "
+                         f"the largest node has {node_gpus:g}")
+    if tp > 1 and spec.gpus_per_replica == 0 and tp > node_cpus:
+        raise InputError("embed spec", "tensor_parallel",
+                         f"tensor_parallel={tp} runs {tp} processes of one replica on one node, "
+                         f"but the largest node has {node_cpus:g} CPUs")
+    need = layout.replicas * tp * spec.cpus_per_replica
+    if need > cluster_cpus - 1 + 1e-9:
+        # the actors would hold every CPU and Ray Data's read tasks (1 CPU each) never run
+        ranks = f" x {tp} tensor-parallel ranks" if tp > 1 else ""
+        raise InputError("embed spec", "cpus_per_replica",
+                         f"{layout.replicas} replicas{ranks} x {spec.cpus_per_replica} CPU "
+                         f"leave less than one of the cluster's {cluster_cpus:g} CPUs for Ray "
+                         "Data's read tasks; the job would wait forever. Lower "
+                         "cpus_per_replica or num_replicas")
 
 
 def _run_local(pending: list[_Shard], spec: EmbedSpec, model_id: str, pbar: Any,
@@ -388,35 +454,31 @@ def _run_local(pending: list[_Shard], spec: EmbedSpec, model_id: str, pbar: Any,
             w.add(s.kind, s.index, s.ids[sel], vecs, lengths)
         else:
             w.finish(key)
+    tp = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     return w.n_encoded, w.n_tokens, Layout(replicas=1, threads=torch.get_num_threads(),
-                                           block_rows=0)
+                                           block_rows=0, tensor_parallel=tp)
 
 
 def _run_ray(pending: list[_Shard], spec: EmbedSpec, model_id: str, dim: int, text_dir: Path,
              pbar: Any, ray_address: str | None, num_cpus: int | None
-             ) -> tuple[int, int, Layout]:
+             ) -> tuple[int, int, Layout, dict[str, Any]]:
+    """Encode ``pending`` on a Ray Data actor pool; also returns what the replicas reported
+    about tensor parallelism (``ranks``, rank 0's ``param_share``)."""
     import ray
 
     from recmind_dist.embed.ray_runtime import ensure_ray
 
-    if spec.tensor_parallel > 1:
-        raise InputError("embed spec", "tensor_parallel",
-                         "tensor_parallel > 1 is not implemented inside the Ray job; run "
-                         "`torchrun --nproc_per_node N jobs/embed.py --tp N --backend local`")
     ensure_ray(ray_address, num_cpus)
     n_rows = int(sum(s.has_text.sum() for s in pending))
     res = ray.cluster_resources()
-    cpus = float(res.get("CPU", 0))
-    node_cpus = max((float(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["Alive"]),
-                    default=cpus)
-    layout = plan_layout(spec, max(n_rows, 1), cpus, float(res.get("GPU", 0)), node_cpus)
-    n_rep = layout.replicas
-    if n_rows and n_rep * spec.cpus_per_replica > cpus - 1 + 1e-9:
-        # the actors would hold every CPU and Ray Data's read tasks (1 CPU each) never run
-        raise InputError("embed spec", "cpus_per_replica",
-                         f"{n_rep} replicas x {spec.cpus_per_replica} CPU leave less than one "
-                         f"of the cluster's {cpus:g} CPUs for Ray Data's read tasks; the job "
-                         "would wait forever. Lower cpus_per_replica or num_replicas")
+    cpus, gpus = float(res.get("CPU", 0)), float(res.get("GPU", 0))
+    alive = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+    node_cpus = max((float(r.get("CPU", 0)) for r in alive), default=cpus)
+    node_gpus = max((float(r.get("GPU", 0)) for r in alive), default=gpus)
+    layout = plan_layout(spec, max(n_rows, 1), cpus, gpus, node_cpus)
+    n_rep, tp = layout.replicas, layout.tensor_parallel
+    if n_rows:
+        check_fits(spec, layout, cpus, node_cpus, node_gpus)
     w = _Writer(pending, spec, dim, pbar)
     paths = []
     for s in pending:
@@ -433,27 +495,32 @@ def _run_ray(pending: list[_Shard], spec: EmbedSpec, model_id: str, dim: int, te
         }), p)
         paths.append(str(p))
     if not paths:
-        return w.n_encoded, w.n_tokens, NO_LAYOUT
+        return w.n_encoded, w.n_tokens, NO_LAYOUT, {}
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     n_blocks = max(n_rep, math.ceil(n_rows / layout.block_rows))
     actor_spec = spec.model_copy(update={"torch_threads": layout.threads})
-    log.info("ray: %d texts in %d blocks over %d replicas (%.2f CPU, %.2f GPU, %d threads "
-             "each)", n_rows, n_blocks, n_rep, spec.cpus_per_replica, spec.gpus_per_replica,
-             layout.threads)
+    log.info("ray: %d texts in %d blocks over %d replicas x %d tensor-parallel ranks (%.2f CPU "
+             "per rank, %.2f GPU per replica, %d threads per rank)", n_rows, n_blocks, n_rep, tp,
+             spec.cpus_per_replica, spec.gpus_per_replica, layout.threads)
     # One small Parquet file is one read block: repartition so every actor gets work.
     ds = ray.data.read_parquet(paths).repartition(n_blocks)
     out = ds.map_batches(
         EncoderReplica,
         fn_constructor_kwargs={"spec_json": actor_spec.model_dump_json(), "model_id": model_id},
         compute=ray.data.ActorPoolStrategy(size=n_rep),
-        num_cpus=spec.cpus_per_replica,
-        num_gpus=spec.gpus_per_replica or None,
+        num_cpus=spec.cpus_per_replica * tp,  # the helper ranks run beside the actor
+        num_gpus=spec.gpus_per_replica or None,  # = tp GPUs at tensor_parallel > 1
         batch_size=None,
         batch_format="numpy",
     )
+    tp_seen = {"ranks": 0, "param_share": 0.0}  # what the replicas reported
     for batch in out.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
+        if len(batch["id"]):
+            tp_seen["ranks"] = max(tp_seen["ranks"], int(batch["tp_size"].max()))
+            tp_seen["param_share"] = max(tp_seen["param_share"],
+                                         float(batch["param_share"].max()))
         kinds, shards = batch["kind"], batch["shard"]
         keys = pd.DataFrame({"k": kinds, "s": shards}).groupby(["k", "s"]).indices
         for (k, sh), rows in keys.items():
@@ -464,7 +531,7 @@ def _run_ray(pending: list[_Shard], spec: EmbedSpec, model_id: str, dim: int, te
         raise RuntimeError(f"Ray job ended with incomplete shards {missing[:5]}")
     for p in paths:  # inputs of finished shards are no longer needed
         Path(p).unlink(missing_ok=True)
-    return w.n_encoded, w.n_tokens, layout
+    return w.n_encoded, w.n_tokens, layout, tp_seen
 
 
 def _compute_dtype(spec: EmbedSpec, backend: str, encoder: Any) -> str:
@@ -509,8 +576,9 @@ def run_embedding_job(texts: Mapping[str, pd.DataFrame | str | Path], spec: Embe
         spec: model, pooling and scheduling settings.
         out_dir: output root (see module docstring for the layout).
         progress: tqdm bar over shards.
-        backend: ``ray`` (Ray Data + actor pool) or ``local`` (in-process reference; also the
-            torchrun tensor-parallel path, where rank 0 writes).
+        backend: ``ray`` (Ray Data + actor pool; ``tensor_parallel`` > 1 shards each replica)
+            or ``local`` (in-process reference; also the torchrun tensor-parallel path,
+            where rank 0 writes).
         ray_address: Ray cluster to join (None = ``RAY_ADDRESS`` or a private local Ray).
         num_cpus: CPUs of a private local Ray (None = all cores).
         encoder: a ready :class:`TextEncoder` for the local backend (e.g. DeepSpeed-sharded).
@@ -544,13 +612,14 @@ def run_embedding_job(texts: Mapping[str, pd.DataFrame | str | Path], spec: Embe
         rank0 = True
     pbar = tqdm(total=len(shards), initial=skipped, desc="embed shards", unit="shard",
                 disable=not (progress and rank0))
-    layout = NO_LAYOUT
+    layout, tp_seen = NO_LAYOUT, {}
     try:
         if pending and backend == "local":
             n_enc, n_tok, layout = _run_local(pending, spec, model_id, pbar, encoder)
         elif pending:
-            n_enc, n_tok, layout = _run_ray(pending, spec, model_id, dim, out_dir / "_texts",
-                                           pbar, ray_address, num_cpus)
+            n_enc, n_tok, layout, tp_seen = _run_ray(pending, spec, model_id, dim,
+                                                     out_dir / "_texts", pbar, ray_address,
+                                                     num_cpus)
         else:
             n_enc, n_tok = 0, 0
     finally:
@@ -590,7 +659,8 @@ def run_embedding_job(texts: Mapping[str, pd.DataFrame | str | Path], spec: Embe
                     "shards": {"total": len(shards), "skipped": skipped,
                                "computed": len(pending)},
                     "last_run": {"wall_s": wall, "n_encoded": n_enc, "n_tokens": n_tok,
-                                 "layout": asdict(layout)}},
+                                 "layout": asdict(layout),
+                                 **({"tp_group": tp_seen} if tp_seen else {})}},
                    emb_dir / "manifest.json")
     wall = time.perf_counter() - t0
     return EmbedResult(out_dir=out_dir, paths=paths, n_texts=sum(len(t) for t in tables.values()),
@@ -599,7 +669,8 @@ def run_embedding_job(texts: Mapping[str, pd.DataFrame | str | Path], spec: Embe
                        tokens_per_s=n_tok / wall if wall > 0 else 0.0,
                        shards_total=len(shards), shards_computed=len(pending),
                        shards_skipped=skipped, dim=dim, model=model_id, backend=backend,
-                       n_replicas=layout.replicas)
+                       n_replicas=layout.replicas,
+                       extra={"tp_group": tp_seen} if tp_seen else {})
 
 
 def dataset_texts(dataset_dir: str | Path, text_spec: Any = None, train_pairs: Any = None,

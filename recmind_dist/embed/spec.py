@@ -49,24 +49,33 @@ class EmbedSpec(BaseModel):
     num_replicas: int | Literal["auto"] = Field(
         "auto",
         description="Encoder actors. auto = one per GPU (divided by tensor_parallel) when "
-        "gpus_per_replica > 0; on CPUs one per CPU of the Ray cluster but at most one per "
+        "gpus_per_replica > 0; on CPUs one per CPU (divided by tensor_parallel) of the Ray "
+        "cluster but at most one per "
         "8,192 texts, since each actor pays ~4-5 s to import torch/transformers and load the "
         "model (2 cores: ml-100k's 2,625 texts -> 1 actor x 2 threads; 100k texts -> 2 actors x "
         "1 thread, which beat one 2-thread process on small matmuls).")
     cpus_per_replica: float = Field(
         0.5, gt=0,
-        description="Ray CPUs reserved per actor. 0.5 (not 1) so two actors on a 2-CPU node "
-        "leave room for Ray Data's read tasks; at 1.0 the job deadlocks there (STACK-NOTES).")
+        description="Ray CPUs reserved per actor, per tensor-parallel rank (an actor with "
+        "tensor_parallel N reserves N x this). 0.5 (not 1) so two actors on a 2-CPU node "
+        "leave room for Ray Data's read tasks; at 1.0 the job deadlocks there (STACK-NOTES), "
+        "and the job refuses a pool that leaves no CPU for the reads.")
     gpus_per_replica: float = Field(
         0, ge=0, description="Ray GPUs per actor; 0 = CPU. Set 1 on GPU clusters.")
     tensor_parallel: int = Field(
         1, ge=1,
         description="DeepSpeed AutoTP degree per replica. 1 = whole model per replica (MiniLM "
-        "needs nothing else). >1 only for LMs that do not fit one device.")
+        "needs nothing else). N > 1: each Ray replica is rank 0 of its own N-rank group and "
+        "starts N-1 helper processes on its node (gloo over loopback on CPU, reserving N x "
+        "cpus_per_replica CPUs; nccl with gpus_per_replica = N); vectors equal the unsharded "
+        "model's up to float round-off. For LMs that do not fit one device: every rank loads "
+        "the full model once before keeping its shard, and on small CPUs TP is slower than "
+        "replicas (more processes, an all-reduce per layer).")
     torch_threads: int | None = Field(
         None, ge=1,
-        description="torch.set_num_threads per actor. None = a node's CPUs divided among the "
-        "actors on it when num_replicas is auto (CPU), else max(1, round(cpus_per_replica)).")
+        description="torch.set_num_threads per actor process (per rank with tensor_parallel > "
+        "1). None = a node's CPUs divided among the processes on it when num_replicas is auto "
+        "(CPU), else max(1, round(cpus_per_replica)).")
     shard_rows: int = Field(
         2048, ge=1,
         description="Rows per output shard (unit of resume). 2048 MiniLM texts take ~10 s on "

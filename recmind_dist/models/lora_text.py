@@ -88,7 +88,7 @@ class NodeTextTower(nn.Module):
 
     def _encode_all(self) -> torch.Tensor:
         n = len(self.input_ids)
-        out = torch.zeros(n, self.dim)
+        out = torch.zeros(n, self.dim, device=self.input_ids.device)
         idx = torch.nonzero(self.has_text).squeeze(1)
         lengths = self.attention_mask[idx].sum(1)
         idx = idx[torch.argsort(lengths, descending=True)]  # similar lengths per chunk
@@ -117,7 +117,7 @@ class NodeTextTower(nn.Module):
         self._first = None  # adapters may change from here on
         nodes = nodes[self.has_text[nodes]]
         if len(nodes) == 0:
-            return torch.zeros(0, self.dim)
+            return torch.zeros(0, self.dim, device=self.input_ids.device)
         return self._pooled(nodes) - self.offset[nodes]
 
     def text_nodes(self, nodes: torch.Tensor) -> torch.Tensor:

@@ -148,6 +148,7 @@ def test_ray_pool_that_starves_reads_is_refused(tiny_bert: Path, tmp_path: Path,
     assert not list((tmp_path / "x").rglob("*.parquet"))  # refused before any file is written
 
 
+@pytest.mark.timeout(300)  # a broken group protocol would otherwise hang in a collective
 def test_ray_tensor_parallel_matches_unsharded(tiny_bert: Path, tmp_path: Path,
                                                ray_local: None) -> None:
     """tensor_parallel=2: one actor, rank 0 of a 2-rank DeepSpeed group with one helper
@@ -164,6 +165,9 @@ def test_ray_tensor_parallel_matches_unsharded(tiny_bert: Path, tmp_path: Path,
     assert last["tp_group"]["ranks"] == 2
     assert 0.5 < last["tp_group"]["param_share"] < 1.0
     _assert_same(ref, tmp_path / "tp", atol=1e-5)
+    with pytest.raises(InputError, match="'tensor_parallel'.*ray backend"):
+        run_embedding_job(texts, _spec(tiny_bert, tensor_parallel=2), tmp_path / "loc",
+                          backend="local", progress=False)
 
 
 def test_ray_resume_after_crash(tiny_bert: Path, tmp_path: Path, ray_local: None,

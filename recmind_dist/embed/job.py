@@ -437,6 +437,12 @@ def _run_local(pending: list[_Shard], spec: EmbedSpec, model_id: str, pbar: Any,
 
     from recmind_dist.embed.encoder import TextEncoder
 
+    if encoder is None and spec.tensor_parallel > 1:
+        raise InputError("embed spec", "tensor_parallel",
+                         f"tensor_parallel={spec.tensor_parallel} needs the ray backend (each "
+                         "replica shards the model) or torchrun with a sharded encoder "
+                         "(jobs/embed.py --tp N --backend local); the local backend would "
+                         "run the whole model in one process")
     if encoder is None:
         encoder = TextEncoder(model_id, pooling=spec.pooling, normalize=spec.normalize,
                               max_length=spec.max_length, dtype=spec.dtype,

@@ -18,9 +18,12 @@ Start-up (:class:`TPGroup` constructor)
 4. all ranks join the default process group through the store -- gloo on CPU, bound to the
    loopback interface (``GLOO_SOCKET_IFNAME=lo`` unless set), nccl with one GPU per rank
    (``cuda:<rank>`` among the replica's visible GPUs) -- then ``deepspeed.init_distributed``
-   wraps it and ``shard_with_deepspeed`` keeps each rank's slice of the weights. On CPU the
-   all-reduce is plain gloo: DeepSpeed's shared-memory op is not built (it needs a ~67 s JIT
-   compile and ``LOCAL_SIZE``, STACK-NOTES).
+   wraps it and ``shard_with_deepspeed`` keeps each rank's slice of the weights;
+5. each helper sets ``sharded/<rank>``; once all have, rank 0 deletes the store's directory
+   (the group needs no store after set-up).
+
+On CPU the all-reduce is plain gloo: DeepSpeed's shared-memory op is not built (it needs a
+~67 s JIT compile and ``LOCAL_SIZE``, STACK-NOTES).
 
 Per forward (a padded batch of B texts x T tokens)
 
@@ -40,11 +43,11 @@ Shutdown and failures
 
 * :meth:`TPGroup.close` broadcasts ``[STOP, 0, 0, 0]``; all ranks pass a barrier, helpers
   leave with ``os._exit(0)`` (no gloo teardown at interpreter exit), rank 0 destroys its
-  group, reaps them (killing any still alive after 30 s) and removes the store's
-  directory. ``close`` also runs from
+  group and reaps them (killing any still alive after 30 s). ``close`` also runs from
   ``__del__`` (Ray Data deletes the UDF when an actor exits gracefully) and ``atexit``.
 * A helper polls its parent pid every :data:`WATCH_S` seconds and exits when the parent is
-  gone (actor killed or crashed), instead of waiting out the collective timeout.
+  gone (actor killed or crashed), instead of waiting out the collective timeout; it removes
+  the store's directory in case rank 0 died before doing so.
 * Rank 0 checks its helpers before each broadcast; a dead helper raises ``RuntimeError``.
 """
 
@@ -205,7 +208,8 @@ class TPGroup:
             raise ValueError("TPGroup needs spec.tensor_parallel >= 2")
         self._procs: list[subprocess.Popen] = []
         self._closed = False
-        self._initialized = False
+        self._joined = False  # this process is in the group (destroy it on close)
+        self._serving = False  # helpers wait for batches (stop them with a STOP header)
         if threads:
             torch.set_num_threads(int(threads))
         device = _device_for(0, cuda)
@@ -215,11 +219,14 @@ class TPGroup:
         try:
             self._start_helpers(spec, model_id, cuda, threads, os.path.join(self._dir, "store"))
             tok, model, dtype = load_rank_model(spec, model_id, device)
-            self._wait_ready(store)
+            self._wait_for(store, "ready", "while loading the model")
             _join_group(store, 0, self.world, device)
-            self._initialized = True
+            self._joined = True
             enc, self.param_share = sharded_encoder(spec, model_id, device, threads, tok,
                                                     model, dtype)
+            self._wait_for(store, "sharded", "while sharding")
+            self._serving = True
+            shutil.rmtree(self._dir, ignore_errors=True)  # the group needs no store from here
         except BaseException:
             self.close()
             raise
@@ -257,13 +264,14 @@ class TPGroup:
                 return f"tensor-parallel helper rank {rank} (pid {p.pid}) exited with {code}"
         return None
 
-    def _wait_ready(self, store: Any) -> None:
-        keys = [f"ready/{r}" for r in range(1, self.world)]
+    def _wait_for(self, store: Any, key: str, stage: str) -> None:
+        """Wait until every helper has set ``<key>/<rank>``, failing fast if one exits."""
+        keys = [f"{key}/{r}" for r in range(1, self.world)]
         deadline = time.monotonic() + START_TIMEOUT_S
         while not store.check(keys):
             dead = self._dead_helper()
             if dead:
-                raise RuntimeError(f"{dead} while loading the model; see its log above")
+                raise RuntimeError(f"{dead} {stage}; see its log above")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"tensor-parallel helpers not ready after "
                                    f"{START_TIMEOUT_S:.0f} s")
@@ -288,7 +296,7 @@ class TPGroup:
         self._closed = True
         dist = torch.distributed
         stopped = False
-        if self._initialized and dist.is_initialized() and self._dead_helper() is None:
+        if self._serving and dist.is_initialized() and self._dead_helper() is None:
             try:
                 hdr = torch.tensor([STOP, 0, 0, 0], dtype=torch.long,
                                    device=torch.device(self.device))
@@ -297,11 +305,11 @@ class TPGroup:
                 stopped = True
             except RuntimeError as e:  # a helper died in the meantime
                 log.warning("tensor-parallel shutdown: %s", e)
-        if self._initialized and dist.is_initialized():
+        if self._joined and dist.is_initialized():
             dist.destroy_process_group()
         for p in self._procs:
             if not stopped and p.poll() is None:
-                p.kill()  # start-up failed or a peer died: it would wait for a dead group
+                p.kill()  # start-up failed or a peer died: it would wait on a dead group
             try:
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -321,11 +329,12 @@ class TPGroup:
 # ------------------------------------------------------------------------------------------
 
 
-def _watch_parent(parent: int) -> None:
+def _watch_parent(parent: int, store_dir: str) -> None:
     def run() -> None:
         while True:
-            if os.getppid() != parent:
-                os._exit(3)  # rank 0 is gone: nobody will send the next batch
+            if os.getppid() != parent:  # rank 0 is gone: nobody will send the next batch
+                shutil.rmtree(store_dir, ignore_errors=True)  # rank 0 could not remove it
+                os._exit(3)
             time.sleep(WATCH_S)
 
     threading.Thread(target=run, name="tp-parent-watch", daemon=True).start()
@@ -334,7 +343,7 @@ def _watch_parent(parent: int) -> None:
 def _helper_main(argv: list[str] | None = None) -> None:
     """Entry point of ranks 1..N-1 (one JSON argument; see :meth:`TPGroup._start_helpers`)."""
     cfg = json.loads((argv or sys.argv[1:])[0])
-    _watch_parent(int(cfg["parent"]))
+    _watch_parent(int(cfg["parent"]), os.path.dirname(cfg["store"]))
     logging.basicConfig(level=logging.WARNING)
     if cfg["threads"]:
         torch.set_num_threads(int(cfg["threads"]))
@@ -346,6 +355,7 @@ def _helper_main(argv: list[str] | None = None) -> None:
     store.set(f"ready/{rank}", "1")
     _join_group(store, rank, world, device)
     enc, _ = sharded_encoder(spec, cfg["model_id"], device, cfg["threads"], tok, model, dtype)
+    store.set(f"sharded/{rank}", "1")  # rank 0 removes the store's directory after this
     dist = torch.distributed
     hdr = torch.empty(4, dtype=torch.long, device=enc.device)
     with torch.inference_mode():

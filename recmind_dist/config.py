@@ -188,6 +188,15 @@ class RecMindSpec(_Spec):
         "default: on the ml-100k cold-item split (seed 2020) warm_mean lifted unseen-item "
         "Recall@20 from 0.0013 to 0.0107, on the synthetic cold split of the tests it sank it",
     )
+    cold_dropout: float = Field(
+        0.2, ge=0, lt=1,
+        description="joint phase, learned gate: in each BPR triple the positive's and the "
+        "negative's representation h is replaced by its language view z, independently with "
+        "this probability (DropoutNet-style item dropout). An item with no training edge is "
+        "scored with z, which otherwise never meets a BPR gradient. ml-100k cold-item split "
+        "(seed 2020): unseen-item Recall@20 0.0013 (0) -> 0.048 (0.1) -> 0.109 (0.2) -> 0.093 "
+        "(0.4), all-item Recall@20 0.241 -> 0.270 at 0.2; random split neutral (2 seeds)",
+    )
     warm_negatives: bool = Field(
         True,
         description="drop BPR triples whose sampled negative has no training edge (unseen "

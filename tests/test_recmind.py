@@ -344,3 +344,46 @@ def test_unseen_items_scored_at_the_warm_item_norm():
     torch.testing.assert_close(F.normalize(hw[iso], dim=1), F.normalize(hp[iso], dim=1))
     assert torch.equal(hw[~iso], hp[~iso])  # items with edges untouched
     assert not torch.allclose(hp[iso].norm(dim=1), norm.expand(3))
+
+
+def test_cold_dropout_scores_dropped_items_with_their_language_view():
+    """cold_dropout = p: each BPR positive/negative is represented by z with probability p
+    (p → 1: the BPR term is exactly BPR(h_u·z_i, h_u·z_j)); p = 0 leaves the loss unchanged;
+    inactive where an edgeless item is not scored with z (fixed gate)."""
+    from recmind_dist.losses import bpr_loss
+
+    data = _data()
+    batch = _batch(data)
+    ep = 1  # no_align: no warm-up, epoch 1 is joint
+    _, base = _model(variant="no_align", cold_dropout=0.0).training_loss(batch, ep)
+    views0 = _model(variant="no_align", cold_dropout=0.0).forward_views()
+    keep0 = _model().item_warm[batch.neg]  # warm negatives only, as in training_loss
+    h = views0["h"]
+    u0, i0, j0 = (h[batch.users[keep0]], h[NU + batch.pos[keep0]], h[NU + batch.neg[keep0]])
+    assert base["bpr"] == pytest.approx(float(bpr_loss((u0 * i0).sum(-1), (u0 * j0).sum(-1))),
+                                        rel=1e-6)  # p = 0: plain BPR on h
+
+    model = _model(variant="no_align", cold_dropout=0.999999)
+    _, parts = model.training_loss(batch, ep)
+    views = model.forward_views()
+    keep = model.item_warm[batch.neg]
+    u = views["h"][batch.users[keep]]
+    zi = views["z"][NU + batch.pos[keep]]
+    zj = views["z"][NU + batch.neg[keep]]
+    expected = float(bpr_loss((u * zi).sum(-1), (u * zj).sum(-1)))
+    assert parts["bpr"] == pytest.approx(expected, rel=1e-5)
+    assert abs(parts["bpr"] - base["bpr"]) > 1e-5  # h and z scores differ
+
+    half = _model(variant="no_align", cold_dropout=0.5)
+    v = half.forward_views()
+    i, j = v["h"][NU + batch.pos], v["h"][NU + batch.neg]
+    torch.manual_seed(3)
+    di, dj = half._cold_dropout(v["z"], batch.pos, batch.neg, i, j)
+    from_z = (di == v["z"][NU + batch.pos]).all(1)
+    from_h = (di == i).all(1)
+    assert bool((from_z | from_h).all()) and 0 < int(from_z.sum()) < len(from_z)
+    assert bool(((dj == v["z"][NU + batch.neg]).all(1) | (dj == j).all(1)).all())
+
+    _, fixed = _model(variant="fixed_gate", cold_dropout=0.9).training_loss(batch, 10)
+    _, fixed0 = _model(variant="fixed_gate", cold_dropout=0.0).training_loss(batch, 10)
+    assert fixed["bpr"] == fixed0["bpr"]

@@ -72,7 +72,7 @@ def build_model(
             isolated_text_only=spec.isolated_text_only, warm_negatives=spec.warm_negatives,
             align_grad=spec.align_grad, text_pca=spec.text_pca, align_nodes=spec.align_nodes,
             text_tower=tower, lora_nodes=spec.lora_nodes, id_init=spec.id_init,
-            isolated_norm=spec.isolated_norm,
+            isolated_norm=spec.isolated_norm, cold_dropout=spec.cold_dropout,
         )  # fmt: skip
     elif isinstance(spec, GATLLMSpec):
         from recmind_dist.models.gat_llm import GATLLM, stacked_text

@@ -36,6 +36,14 @@ With ``isolated_norm = warm_mean`` an isolated item is scored with z's direction
 ‖h‖ of the items with edges (‖h‖ of a trained item carries its popularity, the scale of an
 untrained z nothing); the default keeps z as it is.
 
+**Cold-item dropout** (``cold_dropout = p``, learned gate only, where an edgeless item's h is
+exactly z): in the joint phase's BPR each triple's positive and negative representation is
+replaced by its z, independently with probability p (DropoutNet, Volkovs et al. 2017):
+
+    s(u,i) = h_uᵀ (m_i z_i + (1 − m_i) h_i),  m_i ~ Bernoulli(p)
+
+so z is trained to rank against items with edges, on their scale, as an unseen item will be.
+
 **Alignment.** The graph view g = 1/(L+1) Σ_l E^l (the un-fused states: g has no direct copy of
 the node's own z, so the gate cannot trivially satisfy the loss; ``align_view = fused`` uses h
 instead). For the batch's unique users and unique positive items separately,
@@ -177,6 +185,7 @@ class RecMind(Recommender):
         lora_nodes: int = 64,
         id_init: Literal["random", "text"] = "random",
         isolated_norm: Literal["z", "warm_mean"] = "z",
+        cold_dropout: float = 0.2,
     ) -> None:
         super().__init__()
         n = n_users + n_items
@@ -197,6 +206,9 @@ class RecMind(Recommender):
         self.warm_negatives = warm_negatives
         self.align_grad = align_grad
         self.align_nodes = int(align_nodes)
+        if not 0.0 <= cold_dropout < 1.0:
+            raise ValueError(f"cold_dropout must be in [0, 1), got {cold_dropout}")
+        self.cold_dropout = float(cold_dropout)
         # effective settings of the variant
         self.gate_mode = {"fixed_gate": "fixed", "late_fusion": "none",
                           "llm_only": "none"}.get(variant, "learned")  # fmt: skip
@@ -445,6 +457,8 @@ class RecMind(Recommender):
             u = rep[users]
             i = rep[self.n_users + pos]
             j = rep[self.n_users + neg]
+            if self.cold_dropout > 0 and self.isolated_text_only:
+                i, j = self._cold_dropout(views["z"], pos, neg, i, j)
             parts["bpr"] = bpr_loss((u * i).sum(-1), (u * j).sum(-1))
             e0 = self.embedding.weight
             parts["reg"] = self.reg * l2_batch(
@@ -456,6 +470,16 @@ class RecMind(Recommender):
         out = {k: float(v.detach()) for k, v in parts.items()}
         out["warmup"] = float(warm)
         return loss, out
+
+    def _cold_dropout(self, z: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
+                      i: torch.Tensor, j: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Replace each positive's and each negative's representation by its z, independently
+        with probability ``cold_dropout`` (an item as it would be scored with no edge)."""
+        zi, zj = z[self.n_users + pos], z[self.n_users + neg]
+        p = self.cold_dropout
+        mi = torch.rand(len(pos), 1, device=i.device) < p
+        mj = torch.rand(len(neg), 1, device=j.device) < p
+        return torch.where(mi, zi, i), torch.where(mj, zj, j)
 
     # ----------------------------------------------------------------------------- probes
     @torch.no_grad()

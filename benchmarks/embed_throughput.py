@@ -105,13 +105,14 @@ def bench_set(name: str, texts: dict[str, pd.DataFrame], args: argparse.Namespac
     st_load = time.perf_counter() - t0
     st.encode(flat[:64], batch_size=args.batch_size)  # warm-up (lazy inits, thread pools)
     ref, st_fp32 = st_encode(st, flat, args.batch_size, bf16=False)
-    rows = [dict(set=name, method="sentence-transformers fp32, 1 process", dtype="float32",
-                 wall=st_fp32, load=st_load, tps=n / st_fp32, cos=1.0)]
+    rows = [{"set": name, "method": "sentence-transformers fp32, 1 process",
+             "dtype": "float32", "wall": st_fp32, "load": st_load, "tps": n / st_fp32,
+             "cos": 1.0}]
     if "auto" in args.dtypes or "bfloat16" in args.dtypes:
         vb, st_bf = st_encode(st, flat, args.batch_size, bf16=True)
-        rows.append(dict(set=name, method="sentence-transformers bf16 autocast, 1 process",
-                         dtype="bfloat16", wall=st_bf, load=st_load, tps=n / st_bf,
-                         cos=cosine_min(vb, ref)))
+        rows.append({"set": name, "method": "sentence-transformers bf16 autocast, 1 process",
+                     "dtype": "bfloat16", "wall": st_bf, "load": st_load, "tps": n / st_bf,
+                     "cos": cosine_min(vb, ref)})
     del st
     for layout in args.layouts:
         for dtype in args.dtypes:
@@ -133,11 +134,11 @@ def bench_set(name: str, texts: dict[str, pd.DataFrame], args: argparse.Namespac
             vecs = np.stack([got[key] for key in order])
             manifest = json.loads((out / "embeddings" / "manifest.json").read_text())
             lay = manifest["last_run"]["layout"]
-            rows.append(dict(set=name, method=f"Ray Data job ({layout}: {lay['replicas']} "
-                             f"actor(s) x {lay['threads']} thread(s)), whole job",
-                             dtype=manifest["compute_dtype"],
-                             wall=res.wall_s, load=0.0, tps=res.texts_per_s,
-                             cos=cosine_min(vecs, ref)))
+            rows.append({"set": name,
+                         "method": f"Ray Data job ({layout}: {lay['replicas']} actor(s) x "
+                                   f"{lay['threads']} thread(s)), whole job",
+                         "dtype": manifest["compute_dtype"], "wall": res.wall_s, "load": 0.0,
+                         "tps": res.texts_per_s, "cos": cosine_min(vecs, ref)})
             shutil.rmtree(out, ignore_errors=True)
     for r in rows:
         r["n"] = n
@@ -182,8 +183,8 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutdown_ray()
-    print(f"\n| texts | method | compute dtype | texts/s | wall s | x ST encode | "
-          f"x ST load+encode | min cosine vs ST fp32 |")
+    print("\n| texts | method | compute dtype | texts/s | wall s | x ST encode | "
+          "x ST load+encode | min cosine vs ST fp32 |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['set']} ({r['n']}) | {r['method']} | {r['dtype']} | {r['tps']:.1f} | "

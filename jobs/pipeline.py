@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = load(args)
         out: dict = {"stages": {}}
         t0 = time.perf_counter()
-        dataset, data = prepare(spec)
+        dataset, _ = prepare(spec)
         if not args.skip_embed and spec.model.name not in ("mf", "lightgcn", "popularity"):
             from recmind_dist.embed.job import embed_dataset
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -71,7 +72,7 @@ def print_metrics(title: str, metrics: dict[str, float], ks: list[int]) -> None:
     groups = sorted({k.rsplit("/", 1)[0] for k in metrics if "/" in k and "_at_" in k})
     for g in ["test"] + [x for x in groups if x != "test" and x.startswith("test/")]:
         vals = [metrics.get(f"{g}/{m}_at_{k}") for m in ("recall", "ndcg") for k in ks]
-        table.add_row(g, *["-" if v is None or v != v else f"{v:.4f}" for v in vals])
+        table.add_row(g, *["-" if v is None or math.isnan(v) else f"{v:.4f}" for v in vals])
     console.print(table)
 
 

@@ -220,7 +220,7 @@ def load_run(
         mlflow.set_tracking_uri(tracking_uri)
     try:
         spec_path = tracking.download_artifact(run_id, "job_spec.yaml")
-    except Exception as exc:  # mlflow raises several types for unknown runs
+    except Exception as exc:  # noqa: BLE001 - mlflow raises several types for unknown runs
         raise InputError("--run", "run_id", f"no such MLflow run or no job spec: {exc}") from None
     spec = parse_spec(yaml.safe_load(spec_path.read_text()), f"run {run_id}/job_spec.yaml")
     seed_everything(spec.seed)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import subprocess
 import tempfile
@@ -38,6 +39,7 @@ def git_commit() -> str:
             capture_output=True,
             text=True,
             timeout=5,
+            check=False,
         )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
@@ -92,7 +94,7 @@ def mlflow_run(spec: JobSpec, tags: dict[str, str] | None = None) -> Iterator[An
 
 
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
-    clean = {k: float(v) for k, v in metrics.items() if v == v}  # drop NaN (empty buckets)
+    clean = {k: float(v) for k, v in metrics.items() if not math.isnan(v)}  # drop NaN (empty buckets)
     _mlflow().log_metrics(clean, step=step)
 
 

@@ -192,7 +192,7 @@ def assign_parts(df: pd.DataFrame, spec: SplitSpec, seed: int) -> tuple[np.ndarr
         part = _leave_one_out(users, key)
     else:  # cold_item
         items = np.unique(df["item"].to_numpy())
-        n_cold = max(1, int(round(len(items) * spec.cold_fraction)))
+        n_cold = max(1, round(len(items) * spec.cold_fraction))
         cold = np.sort(rng.choice(items, size=n_cold, replace=False))
         is_cold = np.isin(df["item"].to_numpy(), cold)
         warm_ratios = spec.ratios

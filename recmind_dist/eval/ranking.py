@@ -47,7 +47,7 @@ def degree_buckets(
     cold = item_degree <= cold_degree
     order = np.argsort(-item_degree, kind="stable")
     head = np.zeros(n, dtype=bool)
-    head[order[: int(round(n * head_fraction))]] = True
+    head[order[: round(n * head_fraction)]] = True
     head &= ~cold
     tail = ~cold & ~head
     return {"cold": cold, "tail": tail, "head": head}

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -135,7 +136,7 @@ class _MlflowLogger:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        rows = [Metric(k, float(v), now, step) for k, v in metrics.items() if v == v]
+        rows = [Metric(k, float(v), now, step) for k, v in metrics.items() if not math.isnan(v)]
         self.client.log_batch(self.run_id, metrics=rows)
 
 

@@ -67,8 +67,18 @@ def symmetric_infonce(
     if a.shape != b.shape:
         raise ValueError(f"views must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     labels = torch.arange(a.shape[0], device=a.device)
-    keys_b = b if queue_b is None or len(queue_b) == 0 else torch.cat([b, queue_b.detach()], 0)
-    keys_a = a if queue_a is None or len(queue_a) == 0 else torch.cat([a, queue_a.detach()], 0)
-    loss_ab = F.cross_entropy(a @ keys_b.T / tau, labels)
-    loss_ba = F.cross_entropy(b @ keys_a.T / tau, labels)
+    loss_ab = F.cross_entropy(_logits(a, b, queue_b, tau), labels)
+    loss_ba = F.cross_entropy(_logits(b, a, queue_a, tau), labels)
     return 0.5 * (loss_ab + loss_ba)
+
+
+def _logits(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor | None, tau: float
+            ) -> torch.Tensor:
+    """``[q kᵀ ‖ q Queueᵀ] / τ``: the queue block is a constant, so no gradient is formed for
+    its rows (concatenating the keys first would compute one and throw it away). The queue
+    is copied: the caller may enqueue into its buffer before the backward pass."""
+    q = q / tau  # scale the B x d queries, not the B x (B + Q) logits
+    inbatch = q @ k.T
+    if queue is None or len(queue) == 0:
+        return inbatch
+    return torch.cat([inbatch, q @ queue.detach().clone().T], 1)

@@ -46,11 +46,15 @@ class LightGCN(Recommender):
 
     def bpr_terms(self, h_user: torch.Tensor, h_item: torch.Tensor, batch: Batch) -> dict:
         """BPR + layer-0 L2 on a batch, given final representations."""
-        u, i, j = h_user[batch.users], h_item[batch.pos], h_item[batch.neg]
+        # index_select, not x[idx]: its backward is an index_add (~3x faster on CPU than the
+        # accumulating index_put of advanced indexing)
+        u = h_user.index_select(0, batch.users)
+        i, j = h_item.index_select(0, batch.pos), h_item.index_select(0, batch.neg)
         bpr = bpr_loss((u * i).sum(-1), (u * j).sum(-1))
         e0 = self.embedding.weight
         reg = self.reg * l2_batch(
-            e0[batch.users], e0[self.n_users + batch.pos], e0[self.n_users + batch.neg]
+            e0.index_select(0, batch.users), e0.index_select(0, self.n_users + batch.pos),
+            e0.index_select(0, self.n_users + batch.neg),
         )
         return {"bpr": bpr, "reg": reg}
 

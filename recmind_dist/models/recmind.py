@@ -419,7 +419,7 @@ class RecMind(Recommender):
         for kind, nodes in (("user", users), ("item", items)):
             if 0 < self.align_nodes < len(nodes):  # a random subset keeps the cost bounded
                 nodes = nodes[torch.randperm(len(nodes), device=nodes.device)[: self.align_nodes]]
-            a = F.normalize(z[nodes], dim=1)
+            a = F.normalize(z.index_select(0, nodes), dim=1)
             # language-side alignment: the graph view is a target, not trained here
             with torch.set_grad_enabled(self.align_grad == "both" and torch.is_grad_enabled()):
                 b = F.normalize(self.graph_view_rows(views, nodes), dim=1)
@@ -454,15 +454,16 @@ class RecMind(Recommender):
                 keep = self.item_warm[neg]
                 if not bool(keep.all()):
                     users, pos, neg = users[keep], pos[keep], neg[keep]
-            u = rep[users]
-            i = rep[self.n_users + pos]
-            j = rep[self.n_users + neg]
+            u = rep.index_select(0, users)  # index_select: cheaper backward than rep[idx]
+            i = rep.index_select(0, self.n_users + pos)
+            j = rep.index_select(0, self.n_users + neg)
             if self.cold_dropout > 0 and self.isolated_text_only:
                 i, j = self._cold_dropout(views["z"], pos, neg, i, j)
             parts["bpr"] = bpr_loss((u * i).sum(-1), (u * j).sum(-1))
             e0 = self.embedding.weight
             parts["reg"] = self.reg * l2_batch(
-                e0[batch.users], e0[self.n_users + batch.pos], e0[self.n_users + batch.neg]
+                e0.index_select(0, batch.users), e0.index_select(0, self.n_users + batch.pos),
+                e0.index_select(0, self.n_users + batch.neg),
             )
             loss = parts["bpr"] + parts["reg"]
             if "align" in parts:
@@ -475,7 +476,8 @@ class RecMind(Recommender):
                       i: torch.Tensor, j: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Replace each positive's and each negative's representation by its z, independently
         with probability ``cold_dropout`` (an item as it would be scored with no edge)."""
-        zi, zj = z[self.n_users + pos], z[self.n_users + neg]
+        zi = z.index_select(0, self.n_users + pos)
+        zj = z.index_select(0, self.n_users + neg)
         p = self.cold_dropout
         mi = torch.rand(len(pos), 1, device=i.device) < p
         mj = torch.rand(len(neg), 1, device=j.device) < p

@@ -18,6 +18,8 @@ failing section is recorded with its traceback instead of stopping the others.
 4. ``train``: LightGCN and RecMind trained on CUDA by the trainer's own loop (time-capped),
    test metrics next to the CPU numbers in docs/benchmarks.md.
 5. ``lora``: one warm-up and one joint epoch of end-to-end LoRA RecMind on CUDA.
+6. ``models``: MF, GAT + LLM, LLMRec and RecMind (cold-item split) trained on CUDA
+   (time-capped), to catch tensors left on the CPU.
 
     python benchmarks/gpu_check.py --model /path/to/minilm --cache-dir data --out gpu.json
     python benchmarks/gpu_check.py --device cpu --n-synthetic 2000 --sections encode   # dry run
@@ -61,7 +63,7 @@ def _min_cos(a: np.ndarray, b: np.ndarray) -> float:
 def _overrides(args: argparse.Namespace) -> list[str]:
     gpus = 1 if args.device.startswith("cuda") else 0
     return [f"data.cache_dir={args.cache_dir}", f"embed.model={args.model}",
-            f"embed.gpus_per_replica={gpus}", "model.features_backend=local"]
+            f"embed.gpus_per_replica={gpus}"]
 
 
 def _texts(args: argparse.Namespace) -> dict[str, list[str]]:
@@ -255,30 +257,62 @@ class _Loss(torch.nn.Module):
         return self.model.training_loss(batch, epoch)[0]
 
 
-def section_train(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+def _train_one(args: argparse.Namespace, device: torch.device, config: str,
+               extra: list[str]) -> dict[str, Any]:
+    """Train ``config`` on ``device`` with the trainer's own loop (time-capped), test metrics."""
     from recmind_dist.config import load_spec
     from recmind_dist.eval.evaluator import SplitEvaluator
     from recmind_dist.models.factory import build_model
     from recmind_dist.pipeline import model_features, prepare
     from recmind_dist.train.loop import seed_everything, train_model
 
+    if config.startswith("ml100k_llmrec"):  # offline LM = the given encoder; a fresh cache
+        extra = [*extra, f"model.lm.model={args.model}",
+                 f"model.augment_cache={Path(args.cache_dir) / 'augment_gpu_check'}"]
+    spec = load_spec(str(ROOT / "configs" / config), _overrides(args) + extra + [
+        f"train.device={device}", f"train.max_seconds={args.train_seconds}"])
+    seed_everything(spec.seed)
+    t0 = time.perf_counter()
+    dataset, data = prepare(spec)
+    if spec.model.name == "llmrec":  # base LightGCN, LM augmentation, artefact
+        from recmind_dist.augment.run import ensure_augmentation
+
+        ensure_augmentation(spec, dataset, data)
+    model = build_model(spec.model, data, device, model_features(spec, dataset, data))
+    setup_s = time.perf_counter() - t0
+    res = train_model(model, data, spec.train, SplitEvaluator(data, spec.eval), spec.seed,
+                      progress=False)
+    return {"setup_s": setup_s, "wall_s": time.perf_counter() - t0, "epochs": res.epochs_run,
+            "best_epoch": res.best_epoch, "stop": res.stop_reason,
+            "train_s_per_epoch": res.train_seconds / max(res.epochs_run, 1),
+            **{k: v for k, v in res.test.items() if k.endswith(("recall_at_20", "ndcg_at_20"))
+               and k.count("/") <= 1}}
+
+
+def section_train(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name, extra in (("lightgcn", ["model={name: lightgcn, dim: 64, layers: 3, reg: 1.0e-4}"]),
-                        ("recmind", [])):
-        spec = load_spec(CONFIG, _overrides(args) + extra + [
-            f"train.device={device}", f"train.max_seconds={args.train_seconds}"])
-        seed_everything(spec.seed)
-        dataset, data = prepare(spec)
-        model = build_model(spec.model, data, device, model_features(spec, dataset, data))
-        t0 = time.perf_counter()
-        res = train_model(model, data, spec.train, SplitEvaluator(data, spec.eval), spec.seed,
-                          progress=False)
-        out[name] = {"wall_s": time.perf_counter() - t0, "epochs": res.epochs_run,
-                     "best_epoch": res.best_epoch, "stop": res.stop_reason,
-                     "train_s_per_epoch": res.train_seconds / max(res.epochs_run, 1),
-                     **{k: res.test[k] for k in ("recall_at_20", "ndcg_at_20", "recall_at_40",
-                                                  "ndcg_at_40") if k in res.test}}
-        print(f"\ntrain {name}: {out[name]}")
+    for name, config, extra in (
+            ("lightgcn", "ml100k_recmind.yaml",
+             ["model={name: lightgcn, dim: 64, layers: 3, reg: 1.0e-4}"]),
+            ("recmind", "ml100k_recmind.yaml", [])):
+        out[name] = _train_one(args, device, config, extra)
+        print(f"\ntrain {name}: {out[name]}", flush=True)
+    return out
+
+
+def section_models(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """The other models' CUDA paths: MF, GAT + LLM (PyG GATConv), LLMRec (augmentation by the
+    offline LM backend, pruning, MAE), RecMind on the cold-item split."""
+    out: dict[str, Any] = {}
+    for name, config in (("mf", "ml100k_mf.yaml"), ("gat_llm", "ml100k_gat_llm.yaml"),
+                         ("llmrec", "ml100k_llmrec.yaml"),
+                         ("recmind_cold", "ml100k_recmind_cold.yaml")):
+        try:
+            out[name] = _train_one(args, device, config, [])
+        except Exception as e:  # noqa: BLE001 - report each model's failure, go on
+            out[name] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+            traceback.print_exc()
+        print(f"\nmodels {name}: {out[name].get('error') or out[name]}", flush=True)
     return out
 
 
@@ -292,7 +326,7 @@ def section_lora(args: argparse.Namespace, device: torch.device) -> dict[str, An
 
 SECTIONS: dict[str, Callable[[argparse.Namespace, torch.device], dict[str, Any]]] = {
     "encode": section_encode, "epoch": section_epoch, "nccl": section_nccl,
-    "train": section_train, "lora": section_lora}
+    "train": section_train, "lora": section_lora, "models": section_models}
 
 
 def main(argv: list[str] | None = None) -> int:

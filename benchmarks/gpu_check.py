@@ -300,13 +300,17 @@ def section_train(args: argparse.Namespace, device: torch.device) -> dict[str, A
     return out
 
 
+MODEL_CONFIGS = {"mf": "ml100k_mf.yaml", "gat_llm": "ml100k_gat_llm.yaml",
+                 "llmrec": "ml100k_llmrec.yaml", "recmind_cold": "ml100k_recmind_cold.yaml"}
+
+
 def section_models(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     """The other models' CUDA paths: MF, GAT + LLM (PyG GATConv), LLMRec (augmentation by the
     offline LM backend, pruning, MAE), RecMind on the cold-item split."""
     out: dict[str, Any] = {}
-    for name, config in (("mf", "ml100k_mf.yaml"), ("gat_llm", "ml100k_gat_llm.yaml"),
-                         ("llmrec", "ml100k_llmrec.yaml"),
-                         ("recmind_cold", "ml100k_recmind_cold.yaml")):
+    for name, config in MODEL_CONFIGS.items():
+        if args.models and name not in args.models:
+            continue
         try:
             out[name] = _train_one(args, device, config, [])
         except Exception as e:  # noqa: BLE001 - report each model's failure, go on
@@ -343,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=4, help="torch CPU threads")
     ap.add_argument("--train-seconds", type=float, default=40.0,
                     help="time cap per model in the train section")
+    ap.add_argument("--models", nargs="+", choices=list(MODEL_CONFIGS), default=None,
+                    help="models section: only these (default: all)")
     ap.add_argument("--out", default=None, help="write all results here (JSON)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -104,7 +104,7 @@ def candidates_in_process(base_spec: Any, n: int, progress: bool = False
 
     seed_everything(base_spec.seed)
     _, data = prepare(base_spec)
-    model = build_model(base_spec.model, data)
+    model = build_model(base_spec.model, data, base_spec.train.device)
     res = train_model(model, data, base_spec.train, SplitEvaluator(data, base_spec.eval),
                       base_spec.seed, progress=progress)
     src = {"kind": "in_process", "model": base_spec.model.name,

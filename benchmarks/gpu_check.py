@@ -200,6 +200,7 @@ def section_nccl(args: argparse.Namespace, device: torch.device) -> dict[str, An
     from recmind_dist.pipeline import model_features, prepare
     from recmind_dist.sampling import NegativeSampler
     from recmind_dist.train.collectives import all_gather_autograd, all_reduce_sum
+    from recmind_dist.train.distributed import LossModule
     from recmind_dist.train.loop import iterate_batches, seed_everything
 
     backend = "nccl" if device.type == "cuda" else "gloo"
@@ -230,10 +231,10 @@ def section_nccl(args: argparse.Namespace, device: torch.device) -> dict[str, An
             epoch = model.warmup_epochs + 1
             torch.manual_seed(0)
             if wrap:
-                net = DistributedDataParallel(_Loss(model), find_unused_parameters=True,
+                net = DistributedDataParallel(LossModule(model), find_unused_parameters=True,
                                               device_ids=[device.index or 0]
                                               if device.type == "cuda" else None)
-                loss = net(batch, epoch)
+                loss = net(batch, epoch)[0]
             else:
                 loss = model.training_loss(batch, epoch)[0]
             loss.backward()
@@ -246,15 +247,6 @@ def section_nccl(args: argparse.Namespace, device: torch.device) -> dict[str, An
         return out
     finally:
         dist.destroy_process_group()
-
-
-class _Loss(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, batch: Any, epoch: int) -> torch.Tensor:
-        return self.model.training_loss(batch, epoch)[0]
 
 
 def _train_one(args: argparse.Namespace, device: torch.device, config: str,

@@ -19,6 +19,12 @@ from recmind_dist.losses import bpr_loss, l2_batch
 from recmind_dist.models.base import Batch, Recommender
 
 
+def layer0_l2(e0: torch.Tensor, n_users: int, batch: Batch) -> torch.Tensor:
+    """(‖e_u⁰‖² + ‖e_i⁰‖² + ‖e_j⁰‖²)/(2B) over the batch's rows of the ID table (users first)."""
+    return l2_batch(e0.index_select(0, batch.users), e0.index_select(0, n_users + batch.pos),
+                    e0.index_select(0, n_users + batch.neg))
+
+
 class LightGCN(Recommender):
     def __init__(
         self,
@@ -51,12 +57,7 @@ class LightGCN(Recommender):
         u = h_user.index_select(0, batch.users)
         i, j = h_item.index_select(0, batch.pos), h_item.index_select(0, batch.neg)
         bpr = bpr_loss((u * i).sum(-1), (u * j).sum(-1))
-        e0 = self.embedding.weight
-        reg = self.reg * l2_batch(
-            e0.index_select(0, batch.users), e0.index_select(0, self.n_users + batch.pos),
-            e0.index_select(0, self.n_users + batch.neg),
-        )
-        return {"bpr": bpr, "reg": reg}
+        return {"bpr": bpr, "reg": self.reg * layer0_l2(self.embedding.weight, self.n_users, batch)}
 
     def training_loss(self, batch: Batch, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
         h_user, h_item = self.representations()

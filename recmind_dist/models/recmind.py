@@ -91,9 +91,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from recmind_dist.graph.propagate import propagate
-from recmind_dist.losses import bpr_loss, l2_batch, symmetric_infonce
+from recmind_dist.losses import bpr_loss, symmetric_infonce
 from recmind_dist.models.base import Batch, Recommender
 from recmind_dist.models.features import NodeFeatures
+from recmind_dist.models.lightgcn import layer0_l2
 from recmind_dist.models.lora_text import NodeTextTower
 from recmind_dist.models.queue import KeyQueue, momentum_update
 
@@ -460,11 +461,7 @@ class RecMind(Recommender):
             if self.cold_dropout > 0 and self.isolated_text_only:
                 i, j = self._cold_dropout(views["z"], pos, neg, i, j)
             parts["bpr"] = bpr_loss((u * i).sum(-1), (u * j).sum(-1))
-            e0 = self.embedding.weight
-            parts["reg"] = self.reg * l2_batch(
-                e0.index_select(0, batch.users), e0.index_select(0, self.n_users + batch.pos),
-                e0.index_select(0, self.n_users + batch.neg),
-            )
+            parts["reg"] = self.reg * layer0_l2(self.embedding.weight, self.n_users, batch)
             loss = parts["bpr"] + parts["reg"]
             if "align" in parts:
                 loss = loss + self.lambda_align * parts["align"]

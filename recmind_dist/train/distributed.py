@@ -83,7 +83,7 @@ class DistributedOutcome:
     restarts: int = 0
 
 
-class _LossModule(nn.Module):
+class LossModule(nn.Module):
     """DDP needs ``forward``: route it to the model's ``training_loss``."""
 
     def __init__(self, model: Recommender) -> None:
@@ -241,7 +241,7 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
             # InfoNCE all-gather of RecMind) on the default group -- gloo would pair up
             # unrelated operations of equal size and mix their data.
             net = DistributedDataParallel(  # unused: e.g. RecMind's gates during warm-up
-                _LossModule(model), device_ids=[device.index] if device.type == "cuda" else None,
+                LossModule(model), device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=not isinstance(model, (LightGCN, MF)),
                 process_group=dist.new_group(),
             )

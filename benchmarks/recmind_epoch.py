@@ -29,7 +29,7 @@ from recmind_dist.models.base import Recommender
 from recmind_dist.models.factory import build_model
 from recmind_dist.pipeline import model_features, prepare
 from recmind_dist.sampling import NegativeSampler
-from recmind_dist.train.loop import iterate_batches, seed_everything
+from recmind_dist.train.loop import iterate_batches, make_optimizer, seed_everything
 
 
 def _sync(device: torch.device) -> None:
@@ -73,8 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"model={{name: lightgcn, dim: {m.dim}, layers: {m.layers}, reg: {m.reg:g}}}"]).model
     models = {"lightgcn": build_model(lgcn_spec, data, device),
               "recmind": build_model(spec.model, data, device, features)}
-    opts = {k: torch.optim.Adam([p for p in m.parameters() if p.requires_grad],
-                                lr=spec.train.lr) for k, m in models.items()}
+    opts = {k: make_optimizer(m, spec.train.lr) for k, m in models.items()}  # the trainer's
     sampler = NegativeSampler(data.n_items, data.train)
     rngs = {k: np.random.default_rng(spec.seed) for k in models}
     warm = models["recmind"].warmup_epochs

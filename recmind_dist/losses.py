@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 
 def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
@@ -66,19 +67,52 @@ def symmetric_infonce(
     a, b = gather(a), gather(b)
     if a.shape != b.shape:
         raise ValueError(f"views must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    labels = torch.arange(a.shape[0], device=a.device)
-    loss_ab = F.cross_entropy(_logits(a, b, queue_b, tau), labels)
-    loss_ba = F.cross_entropy(_logits(b, a, queue_a, tau), labels)
-    return 0.5 * (loss_ab + loss_ba)
+    queues = [None if q is None or len(q) == 0 else q.detach() for q in (queue_a, queue_b)]
+    return _SymmetricInfoNCE.apply(a, b, *queues, float(tau))
 
 
-def _logits(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor | None, tau: float
-            ) -> torch.Tensor:
-    """``[q kᵀ ‖ q Queueᵀ] / τ``: the queue block is a constant, so no gradient is formed for
-    its rows (concatenating the keys first would compute one and throw it away). The queue
-    is copied: the caller may enqueue into its buffer before the backward pass."""
-    q = q / tau  # scale the B x d queries, not the B x (B + Q) logits
-    inbatch = q @ k.T
-    if queue is None or len(queue) == 0:
-        return inbatch
-    return torch.cat([inbatch, q @ queue.detach().clone().T], 1)
+class _SymmetricInfoNCE(torch.autograd.Function):
+    r"""Both directions in one node. With ``K_b = [b ; Queue_b]`` (B + Q rows), the logits
+    of the queries a are ``S = a K_bᵀ/τ`` and ``ℓ_{a→b} = −1/B Σ_i log softmax_j(S)_ii``
+    (likewise b → a with ``K_a``). Backward in closed form, ``P = softmax_j(S)``:
+
+        ∂ℓ_{a→b}/∂S = (P − [I_B | 0])/B,   ∂a += (∂ℓ/∂S) K_b/τ,   ∂b += ((∂ℓ/∂S)[:, :B])ᵀ a/τ
+
+    -- one matrix product per gradient, none for the queue rows, and P only on the B
+    in-batch columns for a side that does not need a gradient (RecMind's language-side
+    alignment, where the graph view is a target). The same value and gradient as
+    ``cross_entropy(S, arange(B))`` through autograd, at a fraction of the operations
+    (autograd runs log-softmax → NLL → their backward, each over all B + Q columns).
+    """
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor, queue_a: torch.Tensor | None,
+                queue_b: torch.Tensor | None, tau: float) -> torch.Tensor:
+        # fresh copies with a queue: the caller may enqueue into its buffer before backward
+        keys_a = a if queue_a is None else torch.cat([a, queue_a], 0)
+        keys_b = b if queue_b is None else torch.cat([b, queue_b], 0)
+        # scale the B x d queries, not the B x (B + Q) logits
+        logp_ab = torch.log_softmax((a / tau) @ keys_b.T, 1)
+        logp_ba = torch.log_softmax((b / tau) @ keys_a.T, 1)
+        n = a.shape[0]
+        ctx.save_for_backward(a, b, keys_a, keys_b, logp_ab, logp_ba)
+        ctx.tau = tau
+        return -(logp_ab.diagonal().sum() + logp_ba.diagonal().sum()) / (2 * n)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        a, b, keys_a, keys_b, logp_ab, logp_ba = ctx.saved_tensors
+        need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        n = a.shape[0]
+        scale = grad / (2 * n * ctx.tau)
+
+        def d_logits(logp: torch.Tensor, all_columns: bool) -> torch.Tensor:
+            p = torch.exp(logp if all_columns else logp[:, :n])
+            p.diagonal().sub_(1.0)
+            return p.mul_(scale)
+
+        d_ab, d_ba = d_logits(logp_ab, need_a), d_logits(logp_ba, need_b)
+        ga = (d_ab @ keys_b).addmm_(d_ba[:, :n].T, b) if need_a else None
+        gb = (d_ba @ keys_a).addmm_(d_ab[:, :n].T, a) if need_b else None
+        return ga, gb, None, None, None

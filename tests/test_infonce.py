@@ -6,9 +6,8 @@ import math
 
 import pytest
 import torch
-from torch import nn
-
 import torch.nn.functional as F
+from torch import nn
 
 from recmind_dist.losses import symmetric_infonce
 from recmind_dist.models.queue import KeyQueue, momentum_update

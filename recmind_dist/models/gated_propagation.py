@@ -63,7 +63,7 @@ class _GatedPropagation(torch.autograd.Function):
         for layer in range(n_layers + 1):
             e = states[-1]
             gamma = torch.sigmoid(torch.addmv(c[layer], e, w_e[layer])).unsqueeze(1)
-            f = torch.addcmul(e, gamma, z - e)
+            f = torch.lerp(e, z, gamma)
             h = f if h is None else (h + f if layer == 1 else h.add_(f))
             gammas.append(gamma)
             if layer < n_layers:

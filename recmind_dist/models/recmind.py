@@ -356,7 +356,7 @@ class RecMind(Recommender):
             else:
                 gamma = self.gate(layer, e, z, static)
                 gammas.append(gamma)
-                f = torch.addcmul(e, gamma, z - e)  # (1 − γ) e + γ z; γ = 0 gives e exactly
+                f = torch.lerp(e, z, gamma)  # (1 − γ) e + γ z; γ = 0 gives e exactly
             fused.append(f)
             if layer < self.n_layers:
                 layers.append(propagate(self.adj, f))

@@ -495,8 +495,7 @@ class RecMind(Recommender):
                 keep = self.item_warm[neg]
                 if not bool(keep.all()):
                     users, pos, neg = users[keep], pos[keep], neg[keep]
-            u, i, j = self._bpr_rows(rep, views["z"], users, pos, neg)
-            parts["bpr"] = bpr_loss((u * i).sum(-1), (u * j).sum(-1))
+            parts["bpr"] = bpr_loss(*self._bpr_scores(rep, views["z"], users, pos, neg))
             parts["reg"] = self.reg * layer0_l2(self.embedding.weight, self.n_users, batch)
             loss = parts["bpr"] + parts["reg"]
             if "align" in parts:
@@ -505,22 +504,25 @@ class RecMind(Recommender):
         out["warmup"] = float(warm)
         return loss, out
 
-    def _bpr_rows(self, rep: torch.Tensor, z: torch.Tensor, users: torch.Tensor,
-                  pos: torch.Tensor, neg: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(h_u, x_i, x_j) for the BPR triples. x is the item's h, or -- cold-item dropout --
-        its z, independently with probability ``cold_dropout`` per positive and per
-        negative: the items' z rows are appended to the table and a dropped item's row index
-        points there (one gather per side instead of two gathers and a select)."""
-        nu, ni = self.n_users, self.n_items
-        pos_rows, neg_rows = nu + pos, nu + neg
+    def _bpr_scores(self, rep: torch.Tensor, z: torch.Tensor, users: torch.Tensor,
+                    pos: torch.Tensor, neg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(h_uᵀx_i, h_uᵀx_j) for the BPR triples. x is the item's h, or -- cold-item dropout
+        -- its z, independently with probability ``cold_dropout`` per positive and per
+        negative. The dropped triples' scores are recomputed from z rows gathered for them
+        alone and written over the h scores (a [B] vector), so no [N + I, d] table of h and z
+        is built and scattered back."""
+        nu = self.n_users
         u = rep.index_select(0, users)  # index_select: cheaper backward than rep[idx]
+        s_pos = (u * rep.index_select(0, nu + pos)).sum(-1)
+        s_neg = (u * rep.index_select(0, nu + neg)).sum(-1)
         if self.cold_dropout > 0 and self.isolated_text_only:
-            rep = torch.cat([rep, z[nu:]], 0)  # row N + p: z of item p
             drop = torch.rand(2, len(pos), device=pos.device) < self.cold_dropout
-            pos_rows = pos_rows + drop[0] * ni
-            neg_rows = neg_rows + drop[1] * ni
-        return u, rep.index_select(0, pos_rows), rep.index_select(0, neg_rows)
+            dp, dn = drop[0].nonzero().squeeze(1), drop[1].nonzero().squeeze(1)
+            z_rows = z.index_select(0, nu + torch.cat([pos[dp], neg[dn]]))
+            s_z = (u.index_select(0, torch.cat([dp, dn])) * z_rows).sum(-1)
+            s_pos = s_pos.index_copy(0, dp, s_z[: len(dp)])
+            s_neg = s_neg.index_copy(0, dn, s_z[len(dp) :])
+        return s_pos, s_neg
 
     # ----------------------------------------------------------------------------- probes
     @torch.no_grad()

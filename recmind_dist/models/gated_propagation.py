@@ -84,7 +84,7 @@ class _GatedPropagation(torch.autograd.Function):
         states, gammas = saved[: n + 1], saved[n + 1 :]
         g_states = g_out[:n]  # for E^1 .. E^L
         g_mean = None if g_h is None else g_h / (n + 1)
-        g_z = torch.zeros_like(z)
+        g_z = None  # Σ_l γ_l ⊙ G_l, started at the top layer
         g_c = z.new_empty(n + 1, z.shape[0])  # ∂c_l = g_s,l
         g_w = torch.empty_like(w_e)
         g_e = None  # gradient of the state above the current layer, E^{l+1}
@@ -99,7 +99,7 @@ class _GatedPropagation(torch.autograd.Function):
             g_s = (z - e).mul_(g_f).sum(1).mul_(gamma.squeeze(1) * (1.0 - gamma.squeeze(1)))
             g_c[layer] = g_s
             g_w[layer] = torch.mv(e.t(), g_s)
-            g_z.addcmul_(g_f, gamma)
+            g_z = g_f * gamma if g_z is None else g_z.addcmul_(g_f, gamma)
             g_e = torch.addcmul(g_f, g_f, gamma, value=-1.0).addr_(g_s, w_e[layer])
             if layer > 0 and g_states[layer - 1] is not None:
                 g_e.add_(g_states[layer - 1])

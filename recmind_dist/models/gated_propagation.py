@@ -58,11 +58,13 @@ class _GatedPropagation(torch.autograd.Function):
     def forward(ctx, adj, e0, z, deg_norm, pinned, w_e, w_z, w_d, b):
         n_layers = w_e.shape[0] - 1
         c = gate_constants(z, deg_norm, pinned, w_z, w_d, b)
-        states, gammas = [e0], []
+        states, gammas, slopes = [e0], [], []
         h = None
         for layer in range(n_layers + 1):
             e = states[-1]
-            gamma = torch.sigmoid(torch.addmv(c[layer], e, w_e[layer])).unsqueeze(1)
+            gamma = torch.sigmoid(torch.addmv(c[layer], e, w_e[layer]))
+            slopes.append(gamma * (1.0 - gamma))  # σ' at the logit, for the backward pass
+            gamma = gamma.unsqueeze(1)
             f = torch.lerp(e, z, gamma)
             h = f if h is None else (h + f if layer == 1 else h.add_(f))
             gammas.append(gamma)
@@ -70,7 +72,7 @@ class _GatedPropagation(torch.autograd.Function):
                 states.append(torch.sparse.mm(adj, f))
         if n_layers > 0:
             h.div_(n_layers + 1)
-        ctx.save_for_backward(z, deg_norm, w_e, w_z, *states, *gammas)
+        ctx.save_for_backward(z, deg_norm, w_e, w_z, *states, *gammas, *slopes)
         ctx.adj, ctx.n_layers = adj, n_layers
         ctx.mark_non_differentiable(*gammas)
         ctx.set_materialize_grads(False)
@@ -81,7 +83,7 @@ class _GatedPropagation(torch.autograd.Function):
     def backward(ctx, g_h: torch.Tensor | None, *g_out: torch.Tensor | None):
         n = ctx.n_layers
         z, deg_norm, w_e, w_z, *saved = ctx.saved_tensors
-        states, gammas = saved[: n + 1], saved[n + 1 :]
+        states, gammas, slopes = saved[: n + 1], saved[n + 1 : 2 * n + 2], saved[2 * n + 2 :]
         g_states = g_out[:n]  # for E^1 .. E^L
         g_mean = None if g_h is None else g_h / (n + 1)
         g_z = None  # Σ_l γ_l ⊙ G_l, started at the top layer
@@ -96,7 +98,7 @@ class _GatedPropagation(torch.autograd.Function):
                 g_f = torch.sparse.mm(ctx.adj, g_e)
             else:
                 g_f = torch.addmm(g_mean, ctx.adj, g_e)  # ḡ_h/(L+1) + Â G_{E^{l+1}}
-            g_s = (z - e).mul_(g_f).sum(1).mul_(gamma.squeeze(1) * (1.0 - gamma.squeeze(1)))
+            g_s = (z - e).mul_(g_f).sum(1).mul_(slopes[layer])
             g_c[layer] = g_s
             g_w[layer] = torch.mv(e.t(), g_s)
             g_z = g_f * gamma if g_z is None else g_z.addcmul_(g_f, gamma)

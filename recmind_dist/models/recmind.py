@@ -419,32 +419,21 @@ class RecMind(Recommender):
             k = torch.where(self.has_text[nodes, None], k, z[nodes].detach())
         return F.normalize(k, dim=1)
 
-    def _queries(self, z: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
-        """ẑ of ``nodes``. Where every node has cached text, recomputed from the nodes' LM rows
-        (ẑ = u/‖u‖: the scale s cancels), so the gradient reaches W_proj through an [n, d]
-        product instead of a dense [N, d] gradient of z."""
-        if self.text_tower is None and len(self.fallback_idx) == 0:
-            return F.normalize(self.proj(self.text_vec.index_select(0, nodes)), dim=1)
-        return F.normalize(z.index_select(0, nodes), dim=1)
-
-    @staticmethod
-    def _distinct(ids: torch.Tensor, n: int) -> torch.Tensor:
-        """The distinct values of ``ids`` (in [0, n)), ascending -- ``torch.unique`` by a mask
-        over the n ids instead of a sort of the batch."""
-        mask = torch.zeros(n, dtype=torch.bool, device=ids.device)
-        mask[ids] = True
-        return mask.nonzero().squeeze(1)
-
     def _batch_nodes(self, batch: Batch, k: int) -> list[torch.Tensor]:
-        """The batch's distinct users and distinct positive items (node ids), each cut to a
-        random k of them (k = 0: all)."""
+        """The batch's distinct users and distinct positive items (node ids, ascending as
+        ``torch.unique`` would give them, from one mask over all N nodes instead of a sort),
+        each cut to a random k of them (k = 0: all)."""
+        mask = torch.zeros(self.n_users + self.n_items, dtype=torch.bool,
+                           device=batch.users.device)
+        mask[batch.users] = True
+        mask[batch.pos + self.n_users] = True
+        nodes = mask.nonzero().squeeze(1)
+        n_u = int(mask[: self.n_users].sum())
         out = []
-        for ids, n, offset in ((batch.users, self.n_users, 0),
-                               (batch.pos, self.n_items, self.n_users)):
-            nodes = self._distinct(ids, n) + offset
-            if 0 < k < len(nodes):  # a random subset keeps the cost bounded
-                nodes = nodes[torch.randperm(len(nodes), device=nodes.device)[:k]]
-            out.append(nodes)
+        for part in (nodes[:n_u], nodes[n_u:]):
+            if 0 < k < len(part):  # a random subset keeps the cost bounded
+                part = part[torch.randperm(len(part), device=part.device)[:k]]
+            out.append(part)
         return out
 
     def alignment_loss(self, views: dict[str, Any], batch: Batch) -> torch.Tensor:
@@ -456,7 +445,7 @@ class RecMind(Recommender):
         per_kind = self._batch_nodes(batch, self.align_nodes)
         sizes = [len(n) for n in per_kind]
         nodes = torch.cat(per_kind)
-        a_all = self._queries(z, nodes)
+        a_all = F.normalize(z.index_select(0, nodes), dim=1)
         # language-side alignment: the graph view is a target, not trained here
         with torch.set_grad_enabled(self.align_grad == "both" and torch.is_grad_enabled()):
             b_all = F.normalize(self.graph_view_rows(views, nodes), dim=1)

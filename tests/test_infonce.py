@@ -116,6 +116,11 @@ def test_queue_fifo_size_and_overflow():
     assert not q.buf.requires_grad
     assert q.contents()[-1].tolist() == [7, 7]
     assert KeyQueue(2, 0).keys().shape == (0, 2)
+    restored = KeyQueue(2, 4)  # a checkpoint restores the ring's position and fill
+    restored.load_state_dict(q.state_dict())
+    assert len(restored) == 4 and torch.equal(restored.contents(), q.contents())
+    restored.enqueue(torch.tensor([[8.0, 8]]))
+    assert restored.contents()[:, 0].tolist() == [8, 10, 7, 8]
 
 
 def test_momentum_update():

@@ -57,12 +57,13 @@ class _GatedPropagation(torch.autograd.Function):
     @staticmethod
     def forward(ctx, adj, e0, z, deg_norm, pinned, w_e, w_z, w_d, b):
         n_layers = w_e.shape[0] - 1
-        c = gate_constants(z, deg_norm, pinned, w_z, w_d, b)
+        c = gate_constants(z, deg_norm, pinned, w_z, w_d, b).unbind(0)
+        w_rows = w_e.unbind(0)
         states, gammas, slopes = [e0], [], []
         h = None
         for layer in range(n_layers + 1):
             e = states[-1]
-            gamma = torch.sigmoid(torch.addmv(c[layer], e, w_e[layer]))
+            gamma = torch.sigmoid(torch.addmv(c[layer], e, w_rows[layer]))
             slopes.append(gamma * (1.0 - gamma))  # σ' at the logit, for the backward pass
             gamma = gamma.unsqueeze(1)
             f = torch.lerp(e, z, gamma)
@@ -87,8 +88,8 @@ class _GatedPropagation(torch.autograd.Function):
         g_states = g_out[:n]  # for E^1 .. E^L
         g_mean = None if g_h is None else g_h / (n + 1)
         g_z = None  # Σ_l γ_l ⊙ G_l, started at the top layer
-        g_c = z.new_empty(n + 1, z.shape[0])  # ∂c_l = g_s,l
-        g_w = torch.empty_like(w_e)
+        g_c, g_w = [], []  # ∂c_l = g_s,l and ∂w_e,l, top layer first
+        w_rows = w_e.unbind(0)
         g_e = None  # gradient of the state above the current layer, E^{l+1}
         for layer in range(n, -1, -1):
             e, gamma = states[layer], gammas[layer]
@@ -99,12 +100,13 @@ class _GatedPropagation(torch.autograd.Function):
             else:
                 g_f = torch.addmm(g_mean, ctx.adj, g_e)  # ḡ_h/(L+1) + Â G_{E^{l+1}}
             g_s = (z - e).mul_(g_f).sum(1).mul_(slopes[layer])
-            g_c[layer] = g_s
-            g_w[layer] = torch.mv(e.t(), g_s)
+            g_c.append(g_s)
+            g_w.append(torch.mv(e.t(), g_s))
             g_z = g_f * gamma if g_z is None else g_z.addcmul_(g_f, gamma)
-            g_e = torch.addcmul(g_f, g_f, gamma, value=-1.0).addr_(g_s, w_e[layer])
+            g_e = torch.addcmul(g_f, g_f, gamma, value=-1.0).addr_(g_s, w_rows[layer])
             if layer > 0 and g_states[layer - 1] is not None:
                 g_e.add_(g_states[layer - 1])
+        g_c, g_w = torch.stack(g_c[::-1]), torch.stack(g_w[::-1])  # [L+1, N], [L+1, d]
         g_z.addmm_(g_c.t(), w_z)  # through c: Σ_l g_s,l w_z,lᵀ
         return (None, g_e, g_z, None, None, g_w, g_c @ z, torch.mv(g_c, deg_norm),
                 g_c.sum(1))

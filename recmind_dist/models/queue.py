@@ -25,34 +25,38 @@ class KeyQueue(nn.Module):
         self.register_buffer("buf", torch.zeros(self.size, dim))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
         self.register_buffer("count", torch.zeros((), dtype=torch.long))
+        self._ptr = self._count = 0  # Python copies of the two buffers: no tensor read a step
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._ptr, self._count = int(self.ptr), int(self.count)
 
     def __len__(self) -> int:
-        return int(self.count)
+        return self._count
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:
         """Append ``keys`` [n, dim] (oldest rows are overwritten when full)."""
         if self.size == 0 or keys.numel() == 0:
             return
-        keys = keys.detach().to(self.buf.dtype)
         if len(keys) > self.size:  # only the newest `size` rows can survive
             keys = keys[-self.size :]
-        n = len(keys)
-        p = int(self.ptr)
+        n, p = len(keys), self._ptr
         first = min(n, self.size - p)  # up to the end of the ring, the rest from its start
-        self.buf[p : p + first] = keys[:first]
+        self.buf[p : p + first] = keys[:first]  # (no_grad: copies values, casts the dtype)
         if first < n:
             self.buf[: n - first] = keys[first:]
-        self.ptr.fill_((p + n) % self.size)
-        self.count.fill_(min(self.size, int(self.count) + n))
+        self._ptr, self._count = (p + n) % self.size, min(self.size, self._count + n)
+        self.ptr.fill_(self._ptr)
+        self.count.fill_(self._count)
 
     def keys(self) -> torch.Tensor:
         """The filled rows (unordered use: negatives for a contrastive loss)."""
-        return self.buf[: int(self.count)] if int(self.count) < self.size else self.buf
+        return self.buf[: self._count] if self._count < self.size else self.buf
 
     def contents(self) -> torch.Tensor:
         """The filled rows, oldest first."""
-        c, p = int(self.count), int(self.ptr)
+        c, p = self._count, self._ptr
         if c < self.size:
             return self.buf[:c]
         return torch.cat([self.buf[p:], self.buf[:p]], 0)
@@ -62,6 +66,7 @@ class KeyQueue(nn.Module):
         self.buf.zero_()
         self.ptr.zero_()
         self.count.zero_()
+        self._ptr = self._count = 0
 
 
 @torch.no_grad()
@@ -70,4 +75,4 @@ def momentum_update(key_module: nn.Module, query_module: nn.Module, m: float) ->
     keys, queries = list(key_module.parameters()), list(query_module.parameters())
     if len(keys) != len(queries):
         raise ValueError("key and query modules must have matching parameters")
-    torch._foreach_lerp_(keys, [q.detach() for q in queries], 1.0 - m)  # θ_k + (1−m)(θ_q − θ_k)
+    torch._foreach_lerp_(keys, queries, 1.0 - m)  # θ_k + (1−m)(θ_q − θ_k)

@@ -31,10 +31,6 @@ def l2_batch(*embeddings: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------
 
 
-def _identity(x: torch.Tensor) -> torch.Tensor:
-    return x
-
-
 def symmetric_infonce(
     a: torch.Tensor,
     b: torch.Tensor,
@@ -43,7 +39,9 @@ def symmetric_infonce(
     queue_b: torch.Tensor | None = None,
     gather=None,
 ) -> torch.Tensor:
-    """Symmetric InfoNCE between two views ``a`` [B, d] and ``b`` [B, d] of the same B nodes.
+    """Symmetric InfoNCE between two views ``a`` [B, d] and ``b`` [B, d] of the same B nodes
+    (or [G, B, d]: G independent groups -- e.g. users and items -- in one batched call, with
+    queues [G, Q, d]; the result is the mean of the G groups' losses).
 
     Row i of ``a`` and row i of ``b`` are a positive pair; every other row of the other view
     in the (gathered) batch, plus the rows of the other view's queue, are negatives:
@@ -63,12 +61,22 @@ def symmetric_infonce(
     backward sums the gradient of each rank's copy, DDP's gradient mean gives exactly the
     gradient of the global-batch loss.
     """
-    gather = gather or _identity
-    a, b = gather(a), gather(b)
     if a.shape != b.shape:
         raise ValueError(f"views must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    queues = [None if q is None or len(q) == 0 else q.detach() for q in (queue_a, queue_b)]
+    a, b = gather_rows(a, gather), gather_rows(b, gather)
+    queues = [None if q is None or q.shape[-2] == 0 else q.detach() for q in (queue_a, queue_b)]
     return _SymmetricInfoNCE.apply(a, b, *queues, float(tau))
+
+
+def gather_rows(x: torch.Tensor, gather=None) -> torch.Tensor:
+    """``gather`` (a row-wise all-gather; None = identity) applied to the rows of ``x``
+    [B, d], or of each group of ``x`` [G, B, d] (gathered as one [B, G·d] block)."""
+    if gather is None:
+        return x
+    if x.dim() == 2:
+        return gather(x)
+    g, n, d = x.shape
+    return gather(x.transpose(0, 1).reshape(n, g * d)).reshape(-1, g, d).transpose(0, 1)
 
 
 class _SymmetricInfoNCE(torch.autograd.Function):
@@ -89,30 +97,42 @@ class _SymmetricInfoNCE(torch.autograd.Function):
     def forward(ctx, a: torch.Tensor, b: torch.Tensor, queue_a: torch.Tensor | None,
                 queue_b: torch.Tensor | None, tau: float) -> torch.Tensor:
         # fresh copies with a queue: the caller may enqueue into its buffer before backward
-        keys_a = a if queue_a is None else torch.cat([a, queue_a], 0)
-        keys_b = b if queue_b is None else torch.cat([b, queue_b], 0)
+        keys_a = a if queue_a is None else torch.cat([a, queue_a], -2)
+        keys_b = b if queue_b is None else torch.cat([b, queue_b], -2)
         # scale the B x d queries, not the B x (B + Q) logits
-        logp_ab = torch.log_softmax((a / tau) @ keys_b.T, 1)
-        logp_ba = torch.log_softmax((b / tau) @ keys_a.T, 1)
-        n = a.shape[0]
+        logp_ab = torch.log_softmax((a / tau) @ keys_b.transpose(-1, -2), -1)
+        logp_ba = torch.log_softmax((b / tau) @ keys_a.transpose(-1, -2), -1)
+        rows = a.numel() // a.shape[-1]  # B, or G·B
         ctx.save_for_backward(a, b, keys_a, keys_b, logp_ab, logp_ba)
         ctx.tau = tau
-        return -(logp_ab.diagonal().sum() + logp_ba.diagonal().sum()) / (2 * n)
+        return -(_diagonal(logp_ab).sum() + _diagonal(logp_ba).sum()) / (2 * rows)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
         a, b, keys_a, keys_b, logp_ab, logp_ba = ctx.saved_tensors
         need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        n = a.shape[0]
-        scale = grad / (2 * n * ctx.tau)
+        n = a.shape[-2]
+        scale = grad / (2 * (a.numel() // a.shape[-1]) * ctx.tau)
 
         def d_logits(logp: torch.Tensor, all_columns: bool) -> torch.Tensor:
-            p = torch.exp(logp if all_columns else logp[:, :n])
-            p.diagonal().sub_(1.0)
+            p = torch.exp(logp if all_columns else logp[..., :n])
+            _diagonal(p).sub_(1.0)
             return p.mul_(scale)
 
+        def grad_of(d_own: torch.Tensor, keys: torch.Tensor, d_other: torch.Tensor,
+                    other: torch.Tensor) -> torch.Tensor:
+            # as the query (all key columns) + as a key of the other view's queries
+            out = d_own @ keys
+            in_batch = d_other[..., :n].transpose(-1, -2)
+            return out.addmm_(in_batch, other) if out.dim() == 2 else out.baddbmm_(in_batch, other)
+
         d_ab, d_ba = d_logits(logp_ab, need_a), d_logits(logp_ba, need_b)
-        ga = (d_ab @ keys_b).addmm_(d_ba[:, :n].T, b) if need_a else None
-        gb = (d_ba @ keys_a).addmm_(d_ab[:, :n].T, a) if need_b else None
+        ga = grad_of(d_ab, keys_b, d_ba, b) if need_a else None
+        gb = grad_of(d_ba, keys_a, d_ab, a) if need_b else None
         return ga, gb, None, None, None
+
+
+def _diagonal(x: torch.Tensor) -> torch.Tensor:
+    """The (first B) diagonal entries of the last two dimensions: the positive pairs."""
+    return x.diagonal(dim1=-2, dim2=-1)

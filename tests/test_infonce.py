@@ -83,6 +83,31 @@ def test_closed_form_gradient_matches_autograd_cross_entropy(queue_rows, grads):
     assert torch.autograd.gradcheck(lambda a, b: symmetric_infonce(a, b, tau, qa, qb), (a, b))
 
 
+def test_grouped_call_is_the_mean_of_the_groups():
+    """[G, B, d] views with [G, Q, d] queues == the mean of G separate calls, value and
+    gradients (RecMind aligns users and items in one call)."""
+    torch.manual_seed(4)
+    a0, b0 = torch.randn(2, 5, 4, dtype=torch.float64), torch.randn(2, 5, 4, dtype=torch.float64)
+    qa, qb = torch.randn(2, 3, 4, dtype=torch.float64), torch.randn(2, 3, 4, dtype=torch.float64)
+    a, b = a0.clone().requires_grad_(), b0.clone().requires_grad_()
+    grouped = symmetric_infonce(a, b, 0.3, qa, qb)
+    grouped.backward()
+    a2, b2 = a0.clone().requires_grad_(), b0.clone().requires_grad_()
+    apart = 0.5 * sum(symmetric_infonce(a2[g], b2[g], 0.3, qa[g], qb[g]) for g in range(2))
+    apart.backward()
+    assert torch.allclose(grouped, apart, rtol=1e-12)
+    assert torch.allclose(a.grad, a2.grad, rtol=1e-10) and torch.allclose(b.grad, b2.grad, rtol=1e-10)
+    # the gather hook sees each group's rows: [B, G·d] blocks, split back per group
+    other = torch.randn(2, 2, 4, dtype=torch.float64)
+
+    def fake_gather(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, other.transpose(0, 1).reshape(2, -1)])
+
+    got = symmetric_infonce(a0, b0, 0.3, gather=fake_gather)
+    want = symmetric_infonce(torch.cat([a0, other], 1), torch.cat([b0, other], 1), 0.3)
+    assert torch.allclose(got, want, rtol=1e-12)
+
+
 def test_gather_hook_is_applied_to_both_views():
     torch.manual_seed(1)
     a, b = torch.randn(3, 4), torch.randn(3, 4)
@@ -116,6 +141,10 @@ def test_queue_fifo_size_and_overflow():
     assert not q.buf.requires_grad
     assert q.contents()[-1].tolist() == [7, 7]
     assert KeyQueue(2, 0).keys().shape == (0, 2)
+    grouped = KeyQueue(2, 3, groups=2)  # two rings that move together
+    grouped.enqueue(torch.arange(16, dtype=torch.float32).reshape(2, 4, 2))  # > size: newest 3
+    assert len(grouped) == 3 and grouped.keys().shape == (2, 3, 2)
+    assert grouped.contents()[:, :, 0].tolist() == [[2, 4, 6], [10, 12, 14]]
     restored = KeyQueue(2, 4)  # a checkpoint restores the ring's position and fill
     restored.load_state_dict(q.state_dict())
     assert len(restored) == 4 and torch.equal(restored.contents(), q.contents())

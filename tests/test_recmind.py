@@ -152,7 +152,9 @@ def test_warmup_is_alignment_only_then_joint():
     rm_b.load_state_dict(rm.state_dict())
     rm_c = _model(data, warmup_epochs=2, lambda_align=0.5, queue_size=16)
     rm_c.load_state_dict(rm.state_dict())
+    torch.manual_seed(5)  # the same random choice of aligned nodes for both
     la, _ = rm_b.training_loss(batch, 1)
+    torch.manual_seed(5)
     lb, _ = rm_c.training_loss(other, 1)
     assert torch.equal(la, lb)
     rm.on_epoch_start(3)

@@ -2,7 +2,9 @@
 
 * :class:`KeyQueue` keeps the last ``size`` keys in a ring buffer. ``enqueue(k)`` writes the
   rows of ``k`` (detached) in order, overwriting the oldest; ``keys()`` returns the filled
-  rows (a constant for the loss), ``contents()`` the same rows oldest-first.
+  rows (a constant for the loss), ``contents()`` the same rows oldest-first. With
+  ``groups = G`` it is G rings that always move together (keys ``[G, n, dim]``), e.g. the
+  user and the item queue of one view, fed to a batched loss.
 * :func:`momentum_update`: ``θ_k ← m·θ_k + (1 − m)·θ_q`` for every (key, query) parameter
   pair, so keys drift slowly and the queue's keys stay consistent with each other
   (He et al., MoCo, CVPR 2020).
@@ -15,14 +17,16 @@ from torch import nn
 
 
 class KeyQueue(nn.Module):
-    """FIFO ring buffer of ``size`` keys of dimension ``dim`` (a buffer: saved, not trained)."""
+    """FIFO ring buffer of ``size`` keys of dimension ``dim`` (a buffer: saved, not trained);
+    ``groups``: that many rings side by side, buffer ``[groups, size, dim]``."""
 
-    def __init__(self, dim: int, size: int) -> None:
+    def __init__(self, dim: int, size: int, groups: int | None = None) -> None:
         super().__init__()
         if size < 0:
             raise ValueError("queue size must be >= 0")
         self.size = int(size)
-        self.register_buffer("buf", torch.zeros(self.size, dim))
+        shape = (self.size, dim) if groups is None else (groups, self.size, dim)
+        self.register_buffer("buf", torch.zeros(shape))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
         self.register_buffer("count", torch.zeros((), dtype=torch.long))
         self._ptr = self._count = 0  # Python copies of the two buffers: no tensor read a step
@@ -36,30 +40,30 @@ class KeyQueue(nn.Module):
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:
-        """Append ``keys`` [n, dim] (oldest rows are overwritten when full)."""
+        """Append ``keys`` [n, dim] ([groups, n, dim]; oldest rows are overwritten when full)."""
         if self.size == 0 or keys.numel() == 0:
             return
-        if len(keys) > self.size:  # only the newest `size` rows can survive
-            keys = keys[-self.size :]
-        n, p = len(keys), self._ptr
+        if keys.shape[-2] > self.size:  # only the newest `size` rows can survive
+            keys = keys[..., -self.size :, :]
+        n, p = keys.shape[-2], self._ptr
         first = min(n, self.size - p)  # up to the end of the ring, the rest from its start
-        self.buf[p : p + first] = keys[:first]  # (no_grad: copies values, casts the dtype)
+        self.buf[..., p : p + first, :] = keys[..., :first, :]  # (no_grad: copies, casts)
         if first < n:
-            self.buf[: n - first] = keys[first:]
+            self.buf[..., : n - first, :] = keys[..., first:, :]
         self._ptr, self._count = (p + n) % self.size, min(self.size, self._count + n)
         self.ptr.fill_(self._ptr)
         self.count.fill_(self._count)
 
     def keys(self) -> torch.Tensor:
         """The filled rows (unordered use: negatives for a contrastive loss)."""
-        return self.buf[: self._count] if self._count < self.size else self.buf
+        return self.buf[..., : self._count, :] if self._count < self.size else self.buf
 
     def contents(self) -> torch.Tensor:
         """The filled rows, oldest first."""
         c, p = self._count, self._ptr
         if c < self.size:
-            return self.buf[:c]
-        return torch.cat([self.buf[p:], self.buf[:p]], 0)
+            return self.buf[..., :c, :]
+        return torch.cat([self.buf[..., p:, :], self.buf[..., :p, :]], -2)
 
     @torch.no_grad()
     def reset(self) -> None:

@@ -91,7 +91,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recmind_dist.graph.propagate import layer_mean, propagate
-from recmind_dist.losses import bpr_loss, symmetric_infonce
+from recmind_dist.losses import bpr_loss, gather_rows, symmetric_infonce
 from recmind_dist.models.base import Batch, Recommender
 from recmind_dist.models.features import NodeFeatures
 from recmind_dist.models.gated_propagation import gate_constants, gated_propagation
@@ -272,10 +272,10 @@ class RecMind(Recommender):
             self.gate_w_d = nn.Parameter(torch.zeros(g))
             b0 = math.log(gate_init / (1.0 - gate_init))
             self.gate_b = nn.Parameter(torch.full((g,), b0))
-        self.queues = nn.ModuleDict({
-            f"{kind}_{view}": KeyQueue(dim, queue_size)
-            for kind in ("user", "item") for view in ("z", "g")
-        })  # fmt: skip
+        # one queue per view, with a ring for users and one for items (they move together:
+        # both types align the same number of nodes a step)
+        self.queues = nn.ModuleDict({view: KeyQueue(dim, queue_size, groups=2)
+                                     for view in ("z", "g")})
 
     # ----------------------------------------------------------------------------- views
     @property
@@ -419,18 +419,23 @@ class RecMind(Recommender):
             k = torch.where(self.has_text[nodes, None], k, z[nodes].detach())
         return F.normalize(k, dim=1)
 
-    def _batch_nodes(self, batch: Batch, k: int) -> list[torch.Tensor]:
+    def _batch_nodes(self, batch: Batch, k: int, same_count: bool = False
+                     ) -> list[torch.Tensor]:
         """The batch's distinct users and distinct positive items (node ids, ascending as
         ``torch.unique`` would give them, from one mask over all N nodes instead of a sort),
-        each cut to a random k of them (k = 0: all)."""
+        each cut to a random k of them (k = 0: all). ``same_count``: both cut to the smaller
+        of k and the two counts."""
         mask = torch.zeros(self.n_users + self.n_items, dtype=torch.bool,
                            device=batch.users.device)
         mask[batch.users] = True
         mask[batch.pos + self.n_users] = True
         nodes = mask.nonzero().squeeze(1)
         n_u = int(mask[: self.n_users].sum())
+        parts = [nodes[:n_u], nodes[n_u:]]
+        if same_count:
+            k = min(len(parts[0]), len(parts[1]), *([k] if k > 0 else []))
         out = []
-        for part in (nodes[:n_u], nodes[n_u:]):
+        for part in parts:
             if 0 < k < len(part):  # a random subset keeps the cost bounded
                 part = part[torch.randperm(len(part), device=part.device)[:k]]
             out.append(part)
@@ -439,27 +444,20 @@ class RecMind(Recommender):
     def alignment_loss(self, views: dict[str, Any], batch: Batch) -> torch.Tensor:
         """½ (InfoNCE over users + InfoNCE over items) between ẑ and the graph view.
 
-        Both node types' rows are gathered, normalised and keyed together (one op each),
-        then split for the two losses."""
+        The same number k of users and of items is aligned, so both types go through one
+        batched loss ([2, k, d] views, [2, Q, d] queues)."""
         z = views["z"]
-        per_kind = self._batch_nodes(batch, self.align_nodes)
-        sizes = [len(n) for n in per_kind]
-        nodes = torch.cat(per_kind)
-        a_all = F.normalize(z.index_select(0, nodes), dim=1)
+        nodes = torch.cat(self._batch_nodes(batch, self.align_nodes, same_count=True))
+        a = F.normalize(z.index_select(0, nodes), dim=1).view(2, -1, z.shape[1])
         # language-side alignment: the graph view is a target, not trained here
         with torch.set_grad_enabled(self.align_grad == "both" and torch.is_grad_enabled()):
-            b_all = F.normalize(self.graph_view_rows(views, nodes), dim=1)
-        keys_all = self._keys(nodes, z)
-        gather = self.gather or (lambda x: x)
-        losses = []
-        for kind, a, b, keys in zip(("user", "item"), a_all.split(sizes), b_all.split(sizes),
-                                    keys_all.split(sizes), strict=True):
-            qz, qg = self.queues[f"{kind}_z"], self.queues[f"{kind}_g"]
-            losses.append(symmetric_infonce(a, b, self.tau, qz.keys(), qg.keys(), self.gather))
-            with torch.no_grad():
-                qz.enqueue(gather(keys))
-                qg.enqueue(gather(b.detach()))
-        return 0.5 * (losses[0] + losses[1])
+            b = F.normalize(self.graph_view_rows(views, nodes), dim=1).view_as(a)
+        qz, qg = self.queues["z"], self.queues["g"]
+        loss = symmetric_infonce(a, b, self.tau, qz.keys(), qg.keys(), self.gather)
+        with torch.no_grad():
+            qz.enqueue(gather_rows(self._keys(nodes, z).view_as(a), self.gather))
+            qg.enqueue(gather_rows(b.detach(), self.gather))
+        return loss
 
     def training_loss(self, batch: Batch, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
         warm = self.in_warmup(epoch)

@@ -104,10 +104,11 @@ class RecMindSpec(_Spec):
         "patience is 30 validations)",
     )
     queue_size: int = Field(
-        1024, ge=0,
-        description="keys per MoCo queue (one per node type and view); 1024 roughly doubles "
-        "the ~700-900 in-batch negatives of a 2048-edge ml-100k batch without the queue "
-        "being mostly stale copies of the same nodes; 0 = in-batch negatives only",
+        256, ge=0,
+        description="keys per MoCo queue (one per node type and view): with 64 aligned nodes "
+        "a query sees 63 in-batch + 256 queued negatives. On ml-100k (5 seeds) 256 with 64 "
+        "aligned nodes matched 1024 with 128 on validation NDCG@20 (0.2350 vs 0.2347) at "
+        "~0.85x the step time; 0 = in-batch negatives only",
     )
     momentum: float = Field(
         0.99, ge=0, le=1,
@@ -160,11 +161,12 @@ class RecMindSpec(_Spec):
         "sets the projection's cost; 64 (= dim) matched 128 and 32 in quality on ml-100k",
     )
     align_nodes: int = Field(
-        128, ge=0,
-        description="alignment uses at most this many random distinct batch users (and "
-        "items) per step (0 = all): a 2048-edge ml-100k batch has ~800 of each, and the "
-        "[n × (n + queue)] logits would dominate the step time; with the queue each query "
-        "still sees n + queue_size negatives",
+        64, ge=0,
+        description="alignment uses this many random distinct batch users and as many items "
+        "per step (fewer if the batch has fewer of either type; both types always align the "
+        "same number, so they share one batched loss; 0 = as many as the rarer type has): a "
+        "2048-edge ml-100k batch has ~800 of each, and the [n × (n + queue)] logits would "
+        "dominate the step time; each query sees n − 1 + queue_size negatives",
     )
     align_grad: Literal["both", "language"] = Field(
         "language",

@@ -64,7 +64,7 @@ class _GatedPropagation(torch.autograd.Function):
         for layer in range(n_layers + 1):
             e = states[-1]
             gamma = torch.sigmoid(torch.addmv(c[layer], e, w_rows[layer]))
-            slopes.append(gamma * (1.0 - gamma))  # σ' at the logit, for the backward pass
+            slopes.append(torch.addcmul(gamma, gamma, gamma, value=-1.0))  # σ' = γ − γ²
             gamma = gamma.unsqueeze(1)
             f = torch.lerp(e, z, gamma)
             h = f if h is None else (h + f if layer == 1 else h.add_(f))

@@ -50,11 +50,13 @@ instead). For the batch's unique users and unique positive items separately,
 
     L_align = ½ [ InfoNCE(ẑ, ĝ) over users + InfoNCE(ẑ, ĝ) over items ]
 
-over (at most ``align_nodes`` randomly chosen of) them, with x̂ = x/‖x‖,
+over k randomly chosen of each type (k = ``align_nodes``, or fewer when the batch has fewer
+of a type; the same k for both, so the two terms are one batched call), with x̂ = x/‖x‖,
 :func:`recmind_dist.losses.symmetric_infonce` at temperature τ, in-batch
-negatives plus two FIFO queues per node type (MoCo): ``queue_z`` holds keys ẑ_k from a momentum
-copy of the projection (θ_k ← m θ_k + (1−m) θ, updated before each step; no-text nodes use the
-detached fallback output) and ``queue_g`` holds detached past graph views. ``self.gather`` (None
+negatives plus FIFO queues per node type (MoCo): ``queues["z"]`` holds keys ẑ_k from a
+momentum copy of the projection (θ_k ← m θ_k + (1−m) θ, updated before each step; no-text
+nodes use the detached fallback output) and ``queues["g"]`` holds detached past graph views
+(each with a user and an item ring). ``self.gather`` (None
 = identity) is the hook a distributed trainer replaces with a differentiable all-gather.
 
 **End-to-end LoRA** (``text_tower``, spec ``encoder: lora``): e_v comes from the LM with
@@ -168,7 +170,7 @@ class RecMind(Recommender):
         tau: float = 0.2,
         lambda_align: float = 0.1,
         warmup_epochs: int = 3,
-        queue_size: int = 1024,
+        queue_size: int = 256,
         momentum: float = 0.99,
         adapter_hidden: int = 0,
         variant: Variant = "full",
@@ -182,7 +184,7 @@ class RecMind(Recommender):
         warm_negatives: bool = True,
         align_grad: Literal["both", "language"] = "both",
         text_pca: int = 64,
-        align_nodes: int = 128,
+        align_nodes: int = 64,
         text_tower: NodeTextTower | None = None,
         lora_nodes: int = 64,
         id_init: Literal["random", "text"] = "random",

@@ -170,7 +170,7 @@ class RecMind(Recommender):
         tau: float = 0.2,
         lambda_align: float = 0.1,
         warmup_epochs: int = 3,
-        queue_size: int = 256,
+        queue_size: int = 1024,
         momentum: float = 0.99,
         adapter_hidden: int = 0,
         variant: Variant = "full",

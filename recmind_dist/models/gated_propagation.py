@@ -19,7 +19,7 @@ Backward, from ḡ_h (and ḡ_{E^l}, where the layer states are used elsewhere),
 Autograd builds the same gradient from ~10 nodes per layer (sub, addcmul, addmv, sigmoid,
 select of the layer's column of c, the layer mean's stack, ...), each with its own pass over an
 [N, d] tensor, zero-filled temporaries and accumulations; written out, a layer's backward is
-one sparse product fused with the mean's gradient (``addmm``) and five passes over [N, d].
+one sparse product fused with the mean's gradient (``addmm``) and seven [N, d] operations.
 The forward uses the same operations in the same order as the autograd loop in
 :meth:`recmind_dist.models.recmind.RecMind.forward_views`, so both give the same h.
 """

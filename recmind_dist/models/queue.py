@@ -29,7 +29,12 @@ class KeyQueue(nn.Module):
         self.register_buffer("buf", torch.zeros(shape))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
         self.register_buffer("count", torch.zeros((), dtype=torch.long))
-        self._ptr = self._count = 0  # Python copies of the two buffers: no tensor read a step
+        self._ptr = self._count = 0  # the two buffers' values, kept in Python between saves
+
+    def _save_to_state_dict(self, *args, **kwargs) -> None:
+        self.ptr.fill_(self._ptr)  # the buffers follow the Python copies only when saved
+        self.count.fill_(self._count)
+        super()._save_to_state_dict(*args, **kwargs)
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:
         super()._load_from_state_dict(*args, **kwargs)
@@ -51,8 +56,6 @@ class KeyQueue(nn.Module):
         if first < n:
             self.buf[..., : n - first, :] = keys[..., first:, :]
         self._ptr, self._count = (p + n) % self.size, min(self.size, self._count + n)
-        self.ptr.fill_(self._ptr)
-        self.count.fill_(self._count)
 
     def keys(self) -> torch.Tensor:
         """The filled rows (unordered use: negatives for a contrastive loss)."""

@@ -91,6 +91,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from recmind_dist.graph.propagate import layer_mean, propagate
 from recmind_dist.losses import bpr_loss, gather_rows, symmetric_infonce
@@ -153,6 +154,30 @@ class TextProjector(nn.Module):
     def forward(self, e: torch.Tensor) -> torch.Tensor:
         z = self.proj(e)
         return z if self.adapter is None else z + self.adapter(e)
+
+
+class _RowsAtNorm(torch.autograd.Function):
+    r"""z = s · u/‖u‖ row by row (s a scalar), with the backward written out:
+
+        ∂u = (s/‖u‖) (g − û (û·g)),   ∂s = Σ_v g_v·û_v
+
+    one autograd node instead of norm → clamp → div → mul, whose backward forms u's gradient
+    in two [N, d] parts and adds them."""
+
+    @staticmethod
+    def forward(ctx, u: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        norm = torch.linalg.vector_norm(u, dim=1).clamp_min_(1e-12)
+        r = s / norm
+        ctx.save_for_backward(u, norm, r)
+        return u * r.unsqueeze(1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        u, norm, r = ctx.saved_tensors
+        t = (g * u).sum(1)  # g·u per row
+        g_u = (g * r.unsqueeze(1)).addcmul_(u, (r * t / norm.square()).unsqueeze(1), value=-1.0)
+        return g_u, (t / norm).sum()
 
 
 class RecMind(Recommender):
@@ -296,8 +321,7 @@ class RecMind(Recommender):
             if len(nodes):
                 text = text.index_copy(0, nodes, self.text_tower(nodes).to(text.dtype))
         u = (proj or self.proj)(text)
-        # s · u/‖u‖ with the scale folded into the per-row factor: one pass over [N, d]
-        z = u * (self.z_scale / u.norm(dim=1, keepdim=True).clamp_min(1e-12))
+        z = _RowsAtNorm.apply(u, self.z_scale)  # s · u/‖u‖
         if len(self.fallback_idx) == 0:
             return z
         idx = self.fallback_idx
@@ -489,7 +513,7 @@ class RecMind(Recommender):
             loss = parts["bpr"] + parts["reg"]
             if "align" in parts:
                 loss = loss + self.lambda_align * parts["align"]
-        out = {k: float(v.detach()) for k, v in parts.items()}
+        out = dict(zip(parts, torch.stack(list(parts.values())).detach().tolist()))
         out["warmup"] = float(warm)
         return loss, out
 

@@ -217,6 +217,26 @@ def test_queues_fill_and_key_encoder_follows_momentum():
     assert torch.allclose(rm.key_proj.proj.weight, 0.5 * before + 0.5 * rm.proj.proj.weight)
 
 
+def test_state_dict_with_per_type_queues_still_loads():
+    """A run logged before the grouped queues (one ring per node type and view) loads."""
+    data = _data()
+    rm = _model(data, warmup_epochs=0, queue_size=8)
+    for step in range(3):
+        rm.training_loss(_batch(data, step), 1)
+    state = rm.state_dict()
+    old = {k: v for k, v in state.items() if not k.startswith("queues.")}
+    for view in ("z", "g"):
+        for g, kind in enumerate(("user", "item")):
+            old[f"queues.{kind}_{view}.buf"] = state[f"queues.{view}.buf"][g].clone()
+            old[f"queues.{kind}_{view}.ptr"] = state[f"queues.{view}.ptr"].clone()
+            old[f"queues.{kind}_{view}.count"] = state[f"queues.{view}.count"].clone()
+    fresh = _model(data, warmup_epochs=0, queue_size=8)
+    fresh.load_state_dict(old)  # strict: no missing or unexpected keys
+    for view in ("z", "g"):
+        assert torch.equal(fresh.queues[view].contents(), rm.queues[view].contents())
+        assert len(fresh.queues[view]) == len(rm.queues[view]) > 0
+
+
 @pytest.mark.parametrize("variant", ["late_fusion", "llm_only", "fixed_gate", "no_warmup"])
 def test_variants_train_and_score(variant):
     data = _data()

@@ -76,6 +76,23 @@ class KeyQueue(nn.Module):
         self._ptr = self._count = 0
 
 
+def upgrade_per_type_queues(state_dict: dict, prefix: str, types: tuple[str, ...],
+                            views: tuple[str, ...]) -> None:
+    """Rewrite, in place, a state dict written before the grouped queues -- one ring per
+    (type, view) under ``{prefix}{type}_{view}.`` -- to one grouped queue per view under
+    ``{prefix}{view}.`` (runs logged to MLflow before then still load). The rings had moved
+    together unless the types aligned different counts; then the smaller fill and the first
+    type's position are kept (a queue only holds negatives)."""
+    for view in views:
+        old = [f"{prefix}{t}_{view}." for t in types]
+        if old[0] + "buf" not in state_dict:
+            continue
+        parts = {k: [state_dict.pop(o + k) for o in old] for k in ("buf", "ptr", "count")}
+        state_dict[f"{prefix}{view}.buf"] = torch.stack(parts["buf"])
+        state_dict[f"{prefix}{view}.ptr"] = parts["ptr"][0]
+        state_dict[f"{prefix}{view}.count"] = torch.stack(parts["count"]).min()
+
+
 @torch.no_grad()
 def momentum_update(key_module: nn.Module, query_module: nn.Module, m: float) -> None:
     """θ_k ← m·θ_k + (1 − m)·θ_q over matching parameters (``m = 0`` copies the query)."""

@@ -100,7 +100,7 @@ from recmind_dist.models.features import NodeFeatures
 from recmind_dist.models.gated_propagation import gate_constants, gated_propagation
 from recmind_dist.models.lightgcn import layer0_l2
 from recmind_dist.models.lora_text import NodeTextTower
-from recmind_dist.models.queue import KeyQueue, momentum_update
+from recmind_dist.models.queue import KeyQueue, momentum_update, upgrade_per_type_queues
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +303,10 @@ class RecMind(Recommender):
         # both types align the same number of nodes a step)
         self.queues = nn.ModuleDict({view: KeyQueue(dim, queue_size, groups=2)
                                      for view in ("z", "g")})
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        upgrade_per_type_queues(state_dict, prefix + "queues.", ("user", "item"), ("z", "g"))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ----------------------------------------------------------------------------- views
     @property

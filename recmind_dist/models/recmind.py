@@ -350,15 +350,11 @@ class RecMind(Recommender):
         carries no signal; σ(10⁴) is 1.0 in float32, with zero gradient), or None."""
         return self.isolated[:, 0] if self.isolated_text_only and self.any_isolated else None
 
-    def gate(self, layer: int, e: torch.Tensor, z: torch.Tensor,
-             static: torch.Tensor | None = None) -> torch.Tensor:
-        """γ^l [N, 1] for the layer's input states ``e`` (``static``: :meth:`gate_static`)."""
+    def gate(self, layer: int, e: torch.Tensor, static: torch.Tensor | None) -> torch.Tensor:
+        """γ^l [N, 1] for the layer's input states ``e``: the fixed γ, or the learned gate on
+        ``static`` (:meth:`gate_static`)."""
         if self.gate_mode == "fixed":
             return torch.full((e.shape[0], 1), self.fixed_gamma, dtype=e.dtype, device=e.device)
-        if self.gate_mode == "none":
-            return torch.zeros((e.shape[0], 1), dtype=e.dtype, device=e.device)
-        if static is None:
-            static = self.gate_static(z)
         return torch.sigmoid(torch.addmv(static[:, layer], e, self.gate_w_e[layer])).unsqueeze(1)
 
     def forward_views(self) -> dict[str, Any]:
@@ -384,7 +380,7 @@ class RecMind(Recommender):
             if self.gate_mode == "none":
                 f = e
             else:
-                gamma = self.gate(layer, e, z, static)
+                gamma = self.gate(layer, e, static)
                 gammas.append(gamma)
                 f = torch.lerp(e, z, gamma)  # (1 − γ) e + γ z; γ = 0 gives e exactly
             fused.append(f)

@@ -28,6 +28,7 @@ test: install
 
 lint: install
 	$(BIN)/ruff check recmind_dist tests benchmarks jobs
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache

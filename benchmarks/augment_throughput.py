@@ -19,8 +19,8 @@ from pathlib import Path
 
 from recmind_dist.augment.artifact import artifact_dir
 from recmind_dist.augment.run import ensure_augmentation
-from recmind_dist.config import load_spec
 from recmind_dist.pipeline import prepare
+from recmind_dist.specs import load_spec
 
 
 def main() -> None:

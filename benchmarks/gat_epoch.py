@@ -15,10 +15,10 @@ import time
 import numpy as np
 import torch
 
-from recmind_dist.config import load_spec
 from recmind_dist.models.factory import build_model
 from recmind_dist.pipeline import model_features, prepare
 from recmind_dist.sampling import NegativeSampler
+from recmind_dist.specs import load_spec
 from recmind_dist.train.loop import iterate_batches
 
 

@@ -69,9 +69,9 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 def _texts(args: argparse.Namespace) -> dict[str, list[str]]:
     from embed_throughput import synthetic_texts
 
-    from recmind_dist.config import load_spec
     from recmind_dist.embed.job import dataset_texts
     from recmind_dist.pipeline import prepare
+    from recmind_dist.specs import load_spec
 
     spec = load_spec(CONFIG, _overrides(args))
     dataset, _ = prepare(spec)
@@ -164,7 +164,7 @@ def _job_rows(args: argparse.Namespace, device: torch.device,
 
     from recmind_dist.embed.encoder import resolve_dtype
     from recmind_dist.embed.job import run_embedding_job
-    from recmind_dist.embed.spec import EmbedSpec
+    from recmind_dist.specs import EmbedSpec
 
     rows = []
     for name, texts in sets.items():
@@ -195,10 +195,10 @@ def section_nccl(args: argparse.Namespace, device: torch.device) -> dict[str, An
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from recmind_dist.config import load_spec
     from recmind_dist.models.factory import build_model
     from recmind_dist.pipeline import model_features, prepare
     from recmind_dist.sampling import NegativeSampler
+    from recmind_dist.specs import load_spec
     from recmind_dist.train.collectives import all_gather_autograd, all_reduce_sum
     from recmind_dist.train.distributed import LossModule
     from recmind_dist.train.loop import iterate_batches, seed_everything
@@ -252,10 +252,10 @@ def section_nccl(args: argparse.Namespace, device: torch.device) -> dict[str, An
 def _train_one(args: argparse.Namespace, device: torch.device, config: str,
                extra: list[str]) -> dict[str, Any]:
     """Train ``config`` on ``device`` with the trainer's own loop (time-capped), test metrics."""
-    from recmind_dist.config import load_spec
     from recmind_dist.eval.evaluator import SplitEvaluator
     from recmind_dist.models.factory import build_model
     from recmind_dist.pipeline import model_features, prepare
+    from recmind_dist.specs import load_spec
     from recmind_dist.train.loop import seed_everything, train_model
 
     if config.startswith("ml100k_llmrec"):  # offline LM = the given encoder; a fresh cache

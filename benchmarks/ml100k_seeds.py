@@ -14,10 +14,10 @@ import argparse
 import statistics
 from pathlib import Path
 
-from recmind_dist.config import load_spec
 from recmind_dist.eval.evaluator import SplitEvaluator
 from recmind_dist.models.factory import build_model
 from recmind_dist.pipeline import prepare
+from recmind_dist.specs import load_spec
 from recmind_dist.train.loop import seed_everything, train_model
 
 KEYS = ("recall_at_20", "ndcg_at_20", "recall_at_40", "ndcg_at_40")

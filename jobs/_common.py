@@ -25,7 +25,7 @@ def add_spec_args(p: argparse.ArgumentParser) -> None:
 
 
 def load(args: argparse.Namespace):
-    from recmind_dist.config import load_spec
+    from recmind_dist.specs import load_spec
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -34,9 +34,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from recmind_dist.embed.spec import EmbedSpec
 from recmind_dist.errors import InputError
-from recmind_dist.text.templates import TextSpec
+from recmind_dist.specs import EmbedSpec, TextSpec
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -150,8 +150,8 @@ def data_synthetic(
 @friendly
 def data_split(config: ConfigOpt, set_: SetOpt = None) -> None:
     """Build (and cache as Parquet) the job spec's deterministic split; print its summary."""
-    from recmind_dist.config import load_spec
     from recmind_dist.pipeline import prepare
+    from recmind_dist.specs import load_spec
 
     spec = load_spec(config, set_)
     dataset, data = prepare(spec)
@@ -170,8 +170,8 @@ def train(
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Train the spec's model, evaluate the best-validation checkpoint, log to MLflow."""
-    from recmind_dist.config import load_spec
     from recmind_dist.pipeline import run_training
+    from recmind_dist.specs import load_spec
     from recmind_dist.tracking import tracking_uri
 
     spec = load_spec(config, set_)
@@ -207,8 +207,8 @@ def embed(
     Vectors land in the cache that training reads; finished shards are skipped on a rerun.
     `--set embed.tensor_parallel=N` shards the model over N DeepSpeed ranks per Ray replica.
     """
-    from recmind_dist.config import load_spec
     from recmind_dist.pipeline import run_embedding
+    from recmind_dist.specs import load_spec
 
     if backend not in ("ray", "local"):
         raise InputError("--backend", "backend", f"expected ray or local, got {backend!r}")
@@ -231,10 +231,10 @@ def evaluate(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
 ) -> None:
     """Re-evaluate a run's best checkpoint on the test split; optionally export its top-K."""
-    from recmind_dist.config import TrackingSpec
     from recmind_dist.eval.evaluator import SplitEvaluator
     from recmind_dist.pipeline import export_topk as do_export
     from recmind_dist.pipeline import load_run
+    from recmind_dist.specs import TrackingSpec
     from recmind_dist.tracking import tracking_uri as resolve_uri
 
     uri = tracking_uri or resolve_uri(TrackingSpec())
@@ -260,7 +260,7 @@ def compare(
 ) -> None:
     """Print an experiment's runs: the spec keys that differ and the main metrics."""
     from recmind_dist.compare import runs_table
-    from recmind_dist.config import TrackingSpec
+    from recmind_dist.specs import TrackingSpec
     from recmind_dist.tracking import tracking_uri as resolve_uri
 
     df = runs_table(experiment, tracking_uri or resolve_uri(TrackingSpec()))
@@ -304,12 +304,12 @@ def recommend(
     """Top-K for one user from a run's best checkpoint, re-ranked with justifications."""
     import numpy as np
 
-    from recmind_dist.config import TrackingSpec
     from recmind_dist.eval.evaluator import SplitEvaluator
     from recmind_dist.pipeline import load_run
     from recmind_dist.rerank import Reranker
     from recmind_dist.rerank.core import topk_for_users
-    from recmind_dist.text.generate import GenerateSpec, Generator
+    from recmind_dist.specs import GenerateSpec, TrackingSpec
+    from recmind_dist.text.generate import Generator
     from recmind_dist.tracking import tracking_uri as resolve_uri
 
     if backend not in ("offline", "hf", "openai"):

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from recmind_dist.config import JobSpec, TrackingSpec
+from recmind_dist.specs import JobSpec, TrackingSpec
 
 
 def tracking_uri(spec: TrackingSpec) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recmind_dist.config import JobSpec
+from recmind_dist.specs import JobSpec
 
 
 def tiny_spec(dataset_dir: Path, **train) -> JobSpec:

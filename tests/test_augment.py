@@ -12,12 +12,12 @@ import torch
 from recmind_dist.augment.candidates import topn_candidates
 from recmind_dist.augment.denoise import FeatureMAE, mask_dims, n_pruned, prune_keep_mask
 from recmind_dist.augment.implicit import augment_implicit
-from recmind_dist.config import JobSpec
-from recmind_dist.data.split import SplitSpec, make_split
+from recmind_dist.data.split import make_split
 from recmind_dist.graph.adjacency import normalized_adjacency
 from recmind_dist.models.lightgcn import LightGCN
 from recmind_dist.models.llmrec import LLMRec
-from recmind_dist.text.generate import Backend, GenerateSpec, Generator
+from recmind_dist.specs import GenerateSpec, JobSpec, SplitSpec
+from recmind_dist.text.generate import Backend, Generator
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from recmind_dist.config import load_spec
 from recmind_dist.errors import InputError
+from recmind_dist.specs import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -88,7 +88,7 @@ def _gone(pid: int) -> bool:
 
 _RANK0 = """
 import sys, time
-from recmind_dist.embed.spec import EmbedSpec
+from recmind_dist.specs import EmbedSpec
 from recmind_dist.embed.tp_group import TPGroup
 
 def hang(group, store):  # rank 0 stops before joining the group; its helper waits in it

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from recmind_dist.embed.job import FAIL_AFTER_ENV, read_embeddings, run_embedding_job
-from recmind_dist.embed.spec import EmbedSpec
 from recmind_dist.errors import InputError
+from recmind_dist.specs import EmbedSpec
 
 N = 53
 

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from recmind_dist.config import GATLLMSpec, parse_spec
 from recmind_dist.data.split import SplitData
 from recmind_dist.errors import InputError
 from recmind_dist.models.base import Batch
 from recmind_dist.models.factory import build_model, needs_features
-from recmind_dist.models.features import NodeFeatures
 from recmind_dist.models.gat_llm import GATLLM, bipartite_edge_index
+from recmind_dist.models.inputs import NodeFeatures
+from recmind_dist.specs import GATLLMSpec, parse_spec
 
 
 def _data(n_users=40, n_items=60, per_user=8, seed=0) -> SplitData:
@@ -98,8 +98,8 @@ def test_hard_negatives_exclude_positives_and_top_ranks():
 
 
 def test_training_learns_groups_with_text_features():
-    from recmind_dist.config import EvalSpec, TrainSpec
     from recmind_dist.eval.evaluator import SplitEvaluator
+    from recmind_dist.specs import EvalSpec, TrainSpec
     from recmind_dist.train.loop import seed_everything, train_model
 
     data = _data(per_user=10)
@@ -116,9 +116,10 @@ def test_training_learns_groups_with_text_features():
 
 
 def test_lm_written_profiles_become_features(tiny_dataset, tmp_path):
-    from recmind_dist.data.split import SplitSpec, make_split
+    from recmind_dist.data.split import make_split
     from recmind_dist.models.gat_llm import profile_features
-    from recmind_dist.text.generate import GenerateSpec, Generator
+    from recmind_dist.specs import GenerateSpec, SplitSpec
+    from recmind_dist.text.generate import Generator
 
     class Writer:  # a "generative LM": rewrites every other profile, garbage for the rest
         name, model_name = "fake", "writer"
@@ -139,9 +140,9 @@ def test_lm_written_profiles_become_features(tiny_dataset, tmp_path):
 
 def test_pipeline_uses_lm_written_profiles_when_the_spec_names_a_generator(tiny_dataset, tmp_path):
     """`model.profiles` routes GAT-LLM features through profile_features (offline backend)."""
-    from recmind_dist.config import parse_spec
     from recmind_dist.data.split import make_split
     from recmind_dist.pipeline import model_features
+    from recmind_dist.specs import parse_spec
 
     spec = parse_spec({
         "data": {"source": None, "path": str(tiny_dataset.path), "cache_dir": str(tmp_path)},

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from recmind_dist.errors import InputError
+from recmind_dist.specs import GenerateSpec
 from recmind_dist.text.generate import (
-    GenerateSpec,
     GenerationCache,
     Generator,
     ItemInfo,

@@ -7,14 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recmind_dist.config import EvalSpec, RecMindSpec, TrainSpec, parse_spec
 from recmind_dist.data.split import SplitData
 from recmind_dist.graph.adjacency import normalized_adjacency
 from recmind_dist.models.base import Batch
 from recmind_dist.models.factory import build_model
-from recmind_dist.models.features import NodeFeatures, align_to_local
+from recmind_dist.models.features import align_to_local
+from recmind_dist.models.inputs import NodeFeatures
 from recmind_dist.models.lightgcn import LightGCN
 from recmind_dist.models.recmind import RecMind
+from recmind_dist.specs import EvalSpec, RecMindSpec, TrainSpec, parse_spec
 
 NU, NI, D_LM = 20, 30, 12
 
@@ -293,9 +294,10 @@ def _bow_features(ds, data: SplitData) -> NodeFeatures:
 
 def test_recmind_ranks_unseen_items_better_than_lightgcn(tmp_path):
     from recmind_dist.data.schema import load_dataset
-    from recmind_dist.data.split import SplitSpec, make_split
+    from recmind_dist.data.split import make_split
     from recmind_dist.data.synthetic import generate_synthetic
     from recmind_dist.eval.evaluator import SplitEvaluator
+    from recmind_dist.specs import SplitSpec
     from recmind_dist.train.loop import seed_everything, train_model
 
     ds = load_dataset(generate_synthetic(tmp_path / "syn", 200, 300, 6000, 8, seed=1))

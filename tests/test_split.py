@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from recmind_dist.data.split import SplitSpec, make_split, write_split
+from recmind_dist.data.split import make_split, write_split
+from recmind_dist.specs import SplitSpec
 
 
 def _pairs(a: np.ndarray, data) -> set[tuple[int, int]]:

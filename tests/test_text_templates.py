@@ -8,7 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from recmind_dist.errors import InputError
-from recmind_dist.text import TextSpec, build_item_texts, build_user_texts, render_template
+from recmind_dist.specs import TextSpec
+from recmind_dist.text import build_item_texts, build_user_texts, render_template
 
 ITEM_T = TextSpec().item_template
 USER_T = TextSpec().user_template

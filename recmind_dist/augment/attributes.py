@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from recmind_dist.data.split import SplitData
-from recmind_dist.text.templates import TextSpec, build_item_texts, build_user_texts
+from recmind_dist.specs import TextSpec
+from recmind_dist.text.templates import build_item_texts, build_user_texts
 
 log = logging.getLogger(__name__)
 

@@ -95,7 +95,7 @@ def candidates_from_run(
 
 def candidates_in_process(base_spec: Any, n: int, progress: bool = False
                           ) -> tuple[Candidates, SplitData]:
-    """Train ``base_spec`` (a :class:`recmind_dist.config.JobSpec` with a LightGCN/MF model)
+    """Train ``base_spec`` (a :class:`recmind_dist.specs.JobSpec` with a LightGCN/MF model)
     in this process, without MLflow, and return its candidates."""
     from recmind_dist.eval.evaluator import SplitEvaluator
     from recmind_dist.models.factory import build_model

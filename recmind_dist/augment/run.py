@@ -79,7 +79,7 @@ def find_artifact(model_spec: Any, data: SplitData) -> AugmentArtifact | None:
 
 def base_job_spec(spec: Any) -> Any:
     """The in-process base: LightGCN with the job's dim/layers/reg, split, seed and training."""
-    from recmind_dist.config import JobSpec, LightGCNSpec
+    from recmind_dist.specs import JobSpec, LightGCNSpec
 
     m = spec.model
     return JobSpec.model_validate({

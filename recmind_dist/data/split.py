@@ -18,52 +18,19 @@ Users and items that survive filtering are re-indexed contiguously; ``user_ids[l
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recmind_dist.errors import InputError
 from recmind_dist.io import atomic_dir
+from recmind_dist.specs.data import SplitSpec
 
 log = logging.getLogger(__name__)
-
-Protocol = Literal["random", "temporal", "leave_one_out", "cold_item"]
-
-
-class SplitSpec(BaseModel):
-    """How interactions become implicit train/valid/test edges."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    threshold: float | None = Field(
-        4.0, description="keep interactions with rating >= threshold (None keeps all)"
-    )
-    kcore: int = Field(0, ge=0, description="iteratively drop users/items with < k interactions")
-    protocol: Protocol = "random"
-    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    cold_fraction: float = Field(0.1, gt=0, lt=1, description="share of items held out (cold_item)")
-    seed: int | None = Field(None, description="split seed; None uses the run seed")
-
-    @model_validator(mode="after")
-    def _ratios_sum_to_one(self) -> SplitSpec:
-        if any(r < 0 for r in self.ratios) or abs(sum(self.ratios) - 1.0) > 1e-6:
-            raise ValueError(f"split.ratios must be non-negative and sum to 1, got {self.ratios}")
-        return self
-
-    def key(self, dataset_checksum: str, seed: int) -> str:
-        blob = json.dumps(
-            {"ds": dataset_checksum, "spec": self.model_dump(exclude={"seed"}), "seed": seed},
-            sort_keys=True,
-        )
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
 
 @dataclass
 class SplitData:

@@ -10,7 +10,7 @@ from recmind_dist.embed.encoder import (
 )
 from recmind_dist.embed.job import EmbedResult, embed_dataset, read_embeddings, run_embedding_job
 from recmind_dist.embed.ray_runtime import ensure_ray, shutdown_ray
-from recmind_dist.embed.spec import EmbedSpec
+from recmind_dist.specs import EmbedSpec
 
 __all__ = ["MINILM_HUB_ID", "EmbedResult", "EmbedSpec", "LoraTextTower", "TextEncoder",
            "add_lora", "default_model_path", "embed_dataset", "ensure_ray", "read_embeddings",

@@ -48,9 +48,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recmind_dist.embed.spec import EmbedSpec
 from recmind_dist.errors import InputError
 from recmind_dist.io import write_json, write_parquet
+from recmind_dist.specs import EmbedSpec
 
 log = logging.getLogger(__name__)
 
@@ -689,7 +689,8 @@ def dataset_texts(dataset_dir: str | Path, text_spec: Any = None, train_pairs: A
     unavailable) all interactions. Returns the texts and a note naming the history source.
     """
     from recmind_dist.data.schema import load_dataset
-    from recmind_dist.text.templates import TextSpec, build_item_texts, build_user_texts
+    from recmind_dist.specs import TextSpec
+    from recmind_dist.text.templates import build_item_texts, build_user_texts
 
     text_spec = text_spec or TextSpec()
     ds = load_dataset(dataset_dir)
@@ -700,7 +701,8 @@ def dataset_texts(dataset_dir: str | Path, text_spec: Any = None, train_pairs: A
     source = "given train_pairs"
     if train_pairs is None:
         try:
-            from recmind_dist.data.split import SplitSpec, make_split
+            from recmind_dist.data.split import make_split
+            from recmind_dist.specs import SplitSpec
         except ImportError:
             train_pairs = (inter["user"].to_numpy(np.int64), inter["item"].to_numpy(np.int64))
             source = ("ALL interactions (recmind_dist.data.split not importable): profiles may "

@@ -71,7 +71,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from recmind_dist.embed.spec import EmbedSpec
+from recmind_dist.specs import EmbedSpec
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from recmind_dist.config import EvalSpec
 from recmind_dist.data.split import SplitData
 from recmind_dist.eval.ranking import degree_buckets, evaluate_ranking, interaction_matrix
 from recmind_dist.models.base import Recommender
+from recmind_dist.specs import EvalSpec
 
 
 class SplitEvaluator:

@@ -5,14 +5,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from recmind_dist.config import (
-    GATLLMSpec,
-    LightGCNSpec,
-    MFSpec,
-    ModelSpec,
-    PopularitySpec,
-    RecMindSpec,
-)
 from recmind_dist.data.split import SplitData
 from recmind_dist.errors import InputError
 from recmind_dist.graph.adjacency import normalized_adjacency, normalized_degree
@@ -20,6 +12,14 @@ from recmind_dist.models.base import Recommender
 from recmind_dist.models.lightgcn import LightGCN
 from recmind_dist.models.mf import MF
 from recmind_dist.models.popularity import Popularity
+from recmind_dist.specs import (
+    GATLLMSpec,
+    LightGCNSpec,
+    MFSpec,
+    ModelSpec,
+    PopularitySpec,
+    RecMindSpec,
+)
 
 
 def needs_features(spec: ModelSpec) -> bool:

@@ -96,8 +96,8 @@ from torch.autograd.function import once_differentiable
 from recmind_dist.graph.propagate import layer_mean, propagate
 from recmind_dist.losses import bpr_loss, gather_rows, symmetric_infonce
 from recmind_dist.models.base import Batch, Recommender
-from recmind_dist.models.features import NodeFeatures
 from recmind_dist.models.gated_propagation import gate_constants, gated_propagation
+from recmind_dist.models.inputs import NodeFeatures
 from recmind_dist.models.lightgcn import layer0_l2
 from recmind_dist.models.lora_text import NodeTextTower
 from recmind_dist.models.queue import KeyQueue, momentum_update, upgrade_per_type_queues

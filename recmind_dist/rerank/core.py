@@ -30,13 +30,14 @@ import numpy as np
 import torch
 
 from recmind_dist.data.split import SplitData
+from recmind_dist.specs import TextSpec
 from recmind_dist.text.generate import (
     Generator,
     ItemInfo,
     rerank_with_justifications_many,
     template_justification,
 )
-from recmind_dist.text.templates import TextSpec, build_item_texts, build_user_texts
+from recmind_dist.text.templates import build_item_texts, build_user_texts
 
 log = logging.getLogger(__name__)
 

@@ -44,9 +44,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from recmind_dist.config import JobSpec
 from recmind_dist.data.split import SplitData
 from recmind_dist.models.base import Batch, Recommender
+from recmind_dist.specs import JobSpec
 from recmind_dist.train.loop import (
     BestTracker,
     TrainResult,

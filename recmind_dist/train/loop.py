@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from recmind_dist.config import TrainSpec
 from recmind_dist.data.split import SplitData
 from recmind_dist.eval.evaluator import SplitEvaluator
 from recmind_dist.models.base import Batch, Recommender
 from recmind_dist.sampling import NegativeSampler
+from recmind_dist.specs import TrainSpec
 
 log = logging.getLogger(__name__)
 

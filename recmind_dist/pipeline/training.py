@@ -6,8 +6,6 @@ The same functions back the CLI (``recmind-dist train``) and the Ray job entrypo
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,69 +15,20 @@ import pandas as pd
 import torch
 
 from recmind_dist import tracking
-from recmind_dist.config import DataSpec, JobSpec, parse_spec
-from recmind_dist.data.schema import Dataset, load_dataset
-from recmind_dist.data.split import SplitData, make_split, write_split
+from recmind_dist.data.schema import Dataset
+from recmind_dist.data.split import SplitData
 from recmind_dist.errors import InputError
 from recmind_dist.eval.evaluator import SplitEvaluator
 from recmind_dist.eval.ranking import rank_topk
 from recmind_dist.models.base import Recommender
 from recmind_dist.models.factory import build_model, needs_features
+from recmind_dist.specs import JobSpec, parse_spec
 from recmind_dist.train.loop import TrainResult, seed_everything, state_for_checkpoint, train_model
 
 log = logging.getLogger(__name__)
 
 
-def _digest(obj: object) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def resolve_dataset(data: DataSpec) -> Dataset:
-    """Load (fetching, importing or generating once, then cached) the job's dataset."""
-    from recmind_dist.data import sources, synthetic
-
-    cache = Path(data.cache_dir)
-    if data.path is not None:
-        return load_dataset(data.path)
-    if data.synthetic is not None:
-        s = data.synthetic
-        out = cache / f"synthetic-{_digest(s.model_dump())}"
-        if not (out / "meta.json").exists():
-            synthetic.generate_synthetic(
-                out, s.n_users, s.n_items, s.n_interactions, s.n_topics, s.seed
-            )
-        return load_dataset(out)
-    if data.table is not None:
-        t = data.table
-        files = [p for p in (t.path, t.items_path, t.users_path) if p is not None]
-        for p in files:
-            if not Path(p).is_file():
-                raise InputError(p, "data.table", "file not found")
-        stamp = [(str(p), Path(p).stat().st_size, Path(p).stat().st_mtime_ns) for p in files]
-        out = cache / f"table-{_digest([t.model_dump(mode='json'), stamp])}"
-        if not (out / "meta.json").exists():
-            mapping = {"user": t.user, "item": t.item, "item_id_col": t.item_id_col,
-                       "user_id_col": t.user_id_col}  # fmt: skip
-            if t.rating:
-                mapping["rating"] = t.rating
-            if t.timestamp:
-                mapping["timestamp"] = t.timestamp
-            sources.import_table(t.path, mapping, out, t.items_path, t.users_path)
-        return load_dataset(out)
-    if data.source:
-        return load_dataset(sources.fetch_dataset(data.source, cache))
-    raise InputError(None, "data", "set one of data.source, data.path, data.table, data.synthetic")
-
-
-def prepare(spec: JobSpec) -> tuple[Dataset, SplitData]:
-    """Dataset and deterministic split for ``spec`` (split files cached in the dataset dir)."""
-    dataset = resolve_dataset(spec.data)
-    data = make_split(dataset, spec.split, spec.seed)
-    try:
-        write_split(data, dataset.path)
-    except OSError as exc:  # a read-only dataset dir must not stop training
-        log.warning("could not cache split files in %s: %s", dataset.path, exc)
-    return dataset, data
+from recmind_dist.pipeline.dataset import prepare
 
 
 def model_features(spec: JobSpec, dataset: Dataset, data: SplitData):

@@ -1,78 +1,76 @@
-"""The job spec: one YAML file per dataset/experiment, validated with pydantic.
+"""Model specs: one class per model, a discriminated union on ``name``.
 
-Unknown keys and wrong types are errors naming the key (``model.dim``). ``--set key=value``
-overrides are applied to the raw YAML before validation, so they are checked the same way.
+A setting lives here and only here: models take their spec and keep no defaults of their own.
+Ablation variants are presets resolved when the spec is validated (:func:`_apply_preset`), so
+the values MLflow logs are the values the model uses.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from recmind_dist.data.split import SplitSpec
-from recmind_dist.embed.spec import EmbedSpec
-from recmind_dist.errors import InputError
-from recmind_dist.text.generate import GenerateSpec
-from recmind_dist.text.templates import TextSpec
+from recmind_dist.specs.base import Spec
+from recmind_dist.specs.generation import GenerateSpec
 
 
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def _apply_preset(raw: Any, presets: dict[str, dict[str, Any]], section: str) -> Any:
+    """Expand ``variant`` into the settings it stands for.
+
+    A preset fills the keys it names; a key the user also set must agree with it (a preset
+    never overrides a value silently). The variant name itself is kept as a label only: no
+    model reads it, every model reads the resolved settings."""
+    if not isinstance(raw, dict):
+        return raw
+    variant = raw.get("variant", "full")
+    if variant not in presets:
+        return raw  # the Literal on ``variant`` reports the unknown name
+    out = dict(raw)
+    for key, value in presets[variant].items():
+        if key in raw and raw[key] != value:
+            raise ValueError(
+                f"{section}.variant={variant} sets {section}.{key}={value!r}, but the spec "
+                f"also sets {key}={raw[key]!r}; drop one of them"
+            )
+        out[key] = value
+    return out
 
 
-class SyntheticSpec(_Spec):
-    """Generated data with latent topics (see :mod:`recmind_dist.data.synthetic`)."""
+#: RecMind ablations as presets of its component settings (gate, readout, alignment).
+RECMIND_PRESETS: dict[str, dict[str, Any]] = {
+    "full": {},
+    "no_align": {"lambda_align": 0.0, "warmup_epochs": 0},
+    "late_fusion": {"gate": "none", "readout": "late"},
+    "fixed_gate": {"gate": "fixed"},
+    "llm_only": {"gate": "none", "readout": "language", "lambda_align": 0.0, "warmup_epochs": 0},
+    "no_warmup": {"warmup_epochs": 0},
+}
 
-    n_users: int = Field(2000, gt=0)
-    n_items: int = Field(3000, gt=0)
-    n_interactions: int = Field(60000, gt=0)
-    n_topics: int = Field(16, gt=0)
-    seed: int = 0
-
-
-class TableSpec(_Spec):
-    """A generic CSV/Parquet interaction log with a column mapping."""
-
-    path: Path
-    user: str = "user_id"
-    item: str = "item_id"
-    rating: str | None = None
-    timestamp: str | None = None
-    items_path: Path | None = None
-    item_id_col: str = "item_id"
-    users_path: Path | None = None
-    user_id_col: str = "user_id"
+#: LLMRec ablations as presets of its settings.
+LLMREC_PRESETS: dict[str, dict[str, Any]] = {
+    "full": {},
+    "no_prune": {"prune_rate": 0.0},
+    "no_mae": {"mae_weight": 0.0},
+    "edges_only": {"side_features": False, "mae_weight": 0.0},
+}
 
 
-class DataSpec(_Spec):
-    """Where the interactions come from: a known name, a canonical dir, a table or synthetic."""
-
-    source: str | None = Field("ml-100k", description="known dataset name to fetch and cache")
-    path: Path | None = Field(None, description="an existing canonical dataset directory")
-    table: TableSpec | None = None
-    synthetic: SyntheticSpec | None = None
-    cache_dir: Path = Path("data")
-
-
-class MFSpec(_Spec):
+class MFSpec(Spec):
     name: Literal["mf"] = "mf"
     dim: int = Field(64, gt=0)
     reg: float = Field(1e-4, ge=0, description="λ of the L2 term on batch embeddings")
 
 
-class LightGCNSpec(_Spec):
+class LightGCNSpec(Spec):
     name: Literal["lightgcn"] = "lightgcn"
     dim: int = Field(64, gt=0)
     layers: int = Field(3, ge=0)
     reg: float = Field(1e-4, ge=0, description="λ of the L2 term on layer-0 batch embeddings")
 
 
-class RecMindSpec(_Spec):
+class RecMindSpec(Spec):
     """RecMind (see :mod:`recmind_dist.models.recmind` for the equations). Defaults: the
     LightGCN backbone settings of ``configs/ml100k_lightgcn.yaml`` (so the two compare at
     equal capacity) plus the choices below."""
@@ -84,8 +82,16 @@ class RecMindSpec(_Spec):
         1e-4, ge=0, description="λ of LightGCN's L2 term on the batch's layer-0 rows (same value)"
     )
     variant: Literal["full", "no_align", "late_fusion", "fixed_gate", "llm_only", "no_warmup"] = (
-        Field("full", description="ablation: full model, or which part is removed/replaced")
+        Field("full", description="ablation preset (RECMIND_PRESETS): the settings it stands "
+              "for are filled in at validation; the model reads only those settings")
     )
+    gate: Literal["learned", "fixed", "none"] = Field(
+        "learned", description="intra-layer fusion: learned γ = σ(wᵀ[E^l ‖ z ‖ d̃] + b), a "
+        "constant γ = fixed_gamma, or none (plain LightGCN propagation)")
+    readout: Literal["fused", "late", "language"] = Field(
+        "fused", description="final representation: fused = layer mean of the fused states; "
+        "late = graph view and z combined after propagation (late_fusion); language = z alone "
+        "(needs gate none)")
     tau: float = Field(
         0.2, gt=0,
         description="InfoNCE temperature on cosine similarities; 0.2 is the usual value for "
@@ -129,12 +135,12 @@ class RecMindSpec(_Spec):
     )
     fixed_gamma: float = Field(
         0.1, ge=0, le=1,
-        description="constant γ of variant=fixed_gate (= the learned gate's start); "
+        description="constant γ of gate=fixed (= the learned gate's start); "
         "0 reduces RecMind exactly to LightGCN",
     )
     late_fusion: Literal["concat", "mean"] = Field(
         "concat",
-        description="variant=late_fusion: h = [g ‖ z] (scores add a text dot product) or "
+        description="readout=late: h = [g ‖ z] (scores add a text dot product) or "
         "(g + z)/2",
     )
     fallback: Literal["mlp", "zero"] = Field(
@@ -234,7 +240,24 @@ class RecMindSpec(_Spec):
     )
 
 
-class GATLLMSpec(_Spec):
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_variant(cls, raw: Any) -> Any:
+        return _apply_preset(raw, RECMIND_PRESETS, "model")
+
+    @model_validator(mode="after")
+    def _effective(self) -> RecMindSpec:
+        if self.readout != "fused" and self.gate != "none":
+            raise ValueError(f"readout={self.readout} combines views after propagation; it "
+                             f"needs gate=none (got gate={self.gate})")
+        if self.lambda_align == 0 and self.warmup_epochs:  # nothing to warm up with
+            self.warmup_epochs = 0
+        if self.gate != "learned" and self.isolated_text_only:  # pins γ of the learned gate
+            self.isolated_text_only = False
+        return self
+
+
+class GATLLMSpec(Spec):
     """GAT over LM-written (or templated) profiles, BPR + α·cosine, hard negatives
     (see :mod:`recmind_dist.models.gat_llm`)."""
 
@@ -272,11 +295,11 @@ class GATLLMSpec(_Spec):
         return self
 
 
-class PopularitySpec(_Spec):
+class PopularitySpec(Spec):
     name: Literal["popularity"] = "popularity"
 
 
-class LLMRecSpec(_Spec):
+class LLMRecSpec(Spec):
     """LLMRec (WSDM 2024) on LightGCN: see :mod:`recmind_dist.models.llmrec` (model) and
     :mod:`recmind_dist.augment` (candidates, LM augmentation, artefact). Train with
     :func:`recmind_dist.augment.run.run_llmrec` (makes/reuses the augmentation first)."""
@@ -286,8 +309,11 @@ class LLMRecSpec(_Spec):
     layers: int = Field(3, ge=0, description="= LightGCN's")
     reg: float = Field(1e-4, ge=0, description="= LightGCN's L2 on layer-0 batch rows")
     variant: Literal["full", "no_prune", "no_mae", "edges_only"] = Field(
-        "full", description="ablation: no_prune (ω = 0), no_mae (w_M = 0), edges_only (no "
-        "side features: LightGCN + augmented triples)")
+        "full", description="ablation preset (LLMREC_PRESETS): no_prune (prune_rate 0), no_mae "
+        "(mae_weight 0), edges_only (no side features: LightGCN + augmented triples)")
+    side_features: bool = Field(
+        True, description="add the projected LM-enriched item attributes and user profiles to "
+        "the layer-0 rows (False: augmented triples only)")
     base_run: str | None = Field(
         None, description="MLflow run id of the base model (LightGCN/MF, same split) whose "
         "top-N are the candidates; None = train LightGCN in-process with this job's settings")
@@ -312,134 +338,21 @@ class LLMRecSpec(_Spec):
                                 "(and the LM prompt cache under generations/)")
 
 
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_variant(cls, raw: Any) -> Any:
+        return _apply_preset(raw, LLMREC_PRESETS, "model")
+
+    @model_validator(mode="after")
+    def _effective(self) -> LLMRecSpec:
+        if not self.side_features and self.mae_weight:  # MAE refines the side features
+            self.mae_weight = 0.0
+        return self
+
+
 ModelSpec = Annotated[
     MFSpec | LightGCNSpec | PopularitySpec | RecMindSpec | LLMRecSpec | GATLLMSpec,
     Field(discriminator="name"),
 ]
 
 
-class TrainSpec(_Spec):
-    epochs: int = Field(300, ge=0)
-    batch_size: int = Field(2048, gt=0)
-    lr: float = Field(1e-3, gt=0)
-    eval_every: int = Field(1, gt=0, description="validate every N epochs")
-    patience: int = Field(
-        30, ge=1, description="validations without improvement of the stop metric before stopping"
-    )
-    min_epochs: int = Field(
-        0, ge=0, description="never stop before this epoch (guards against early plateaus)"
-    )
-    stop_metric: str = "ndcg_at_20"
-    max_seconds: float | None = Field(None, gt=0, description="wall-time budget for training")
-    device: str = "cpu"
-    num_threads: int | None = Field(None, gt=0, description="torch threads (None: torch default)")
-    workers: int = Field(1, ge=1, description="Ray Train workers; 1 = single process")
-    mode: Literal["replicated", "partitioned"] = Field(
-        "replicated", description="replicated: Â and embeddings on every worker, edges sharded;"
-        " partitioned: each worker owns its rows of Â and of the embeddings (halo exchange)"
-    )
-    partitioner: Literal["metis", "random"] = Field("metis", description="partitioned mode")
-    max_failures: int = Field(1, ge=0, description="worker-group restarts from the last checkpoint")
-
-
-class EvalSpec(_Spec):
-    ks: list[int] = Field(default_factory=lambda: [10, 20, 40])
-    batch_users: int = Field(1024, gt=0)
-    cold_degree: int = Field(3, ge=0, description="items with ≤ this many training edges are cold")
-    head_fraction: float = Field(0.2, gt=0, lt=1)
-    export_k: int = Field(40, gt=0, description="top-K written by evaluate --export-topk")
-
-
-class TrackingSpec(_Spec):
-    uri: str | None = Field(None, description="MLflow tracking URI; default sqlite:///./mlflow.db")
-    experiment: str = "recmind-dist"
-    run_name: str | None = None
-    log_checkpoint: bool = True
-
-
-class JobSpec(_Spec):
-    name: str = "job"
-    seed: int = 2020
-    data: DataSpec = Field(default_factory=DataSpec)
-    split: SplitSpec = Field(default_factory=SplitSpec)
-    model: ModelSpec = Field(default_factory=LightGCNSpec)
-    train: TrainSpec = Field(default_factory=TrainSpec)
-    eval: EvalSpec = Field(default_factory=EvalSpec)
-    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
-    text: TextSpec = Field(default_factory=TextSpec)
-    embed: EmbedSpec = Field(default_factory=EmbedSpec)
-
-    @model_validator(mode="after")
-    def _stop_metric_is_computed(self) -> JobSpec:
-        valid = {f"{m}_at_{k}" for m in ("recall", "ndcg", "precision", "hit", "mrr")
-                 for k in self.eval.ks}  # fmt: skip
-        if self.train.stop_metric not in valid:
-            raise ValueError(
-                f"train.stop_metric {self.train.stop_metric!r} is not computed with eval.ks="
-                f"{self.eval.ks}; use one of {sorted(valid)}"
-            )
-        return self
-
-    def fingerprint(self) -> str:
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _set_path(tree: dict[str, Any], dotted: str, value: Any, source: str) -> None:
-    keys = dotted.split(".")
-    node = tree
-    for k in keys[:-1]:
-        nxt = node.setdefault(k, {})
-        if not isinstance(nxt, dict):
-            raise InputError(source, dotted, f"'{k}' is not a section")
-        node = nxt
-    node[keys[-1]] = value
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
-    """Apply ``key.path=value`` overrides (values parsed as YAML scalars/lists)."""
-    for item in overrides or []:
-        if "=" not in item:
-            raise InputError("--set", item, "expected key.path=value")
-        key, value = item.split("=", 1)
-        _set_path(raw, key.strip(), yaml.safe_load(value), "--set")
-    return raw
-
-
-def _first_error(exc: ValidationError) -> tuple[str, str]:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key"
-    if len(exc.errors()) > 1:
-        msg += f" (and {len(exc.errors()) - 1} more problem(s))"
-    return loc, msg
-
-
-def parse_spec(raw: Any, source: str) -> JobSpec:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise InputError(source, None, "a job spec must be a YAML mapping")
-    try:
-        return JobSpec.model_validate(raw)
-    except ValidationError as exc:
-        loc, msg = _first_error(exc)
-        raise InputError(source, loc, msg) from None
-
-
-def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
-    """Read, override and validate a YAML job spec."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, None, "job spec file not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise InputError(path, None, f"malformed YAML ({where}{problem})") from None
-    raw = apply_overrides(raw if raw is not None else {}, overrides)
-    return parse_spec(raw, str(path))

@@ -1,21 +1,20 @@
-"""Configuration of the frozen-LM embedding job."""
+"""Configuration of the frozen-LM embedding job (:class:`EmbedSpec`)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from recmind_dist.hashing import stable_hash
+from recmind_dist.specs.base import Spec
 
 
-class EmbedSpec(BaseModel):
+class EmbedSpec(Spec):
     """What to embed with, and how to spread it over a Ray cluster.
 
     Every default is chosen for the 2-core, no-GPU laptop and stays sensible on a cluster.
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     model: str | None = Field(
         None,
@@ -107,4 +106,4 @@ class EmbedSpec(BaseModel):
         keys = {"model": model_id, "pooling": self.pooling, "normalize": self.normalize,
                 "max_length": self.max_length, "dtype": self.dtype,
                 "output_dtype": self.output_dtype}
-        return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
+        return stable_hash(keys)

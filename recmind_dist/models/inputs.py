@@ -1,0 +1,50 @@
+"""Plain containers of what a model is built from, beyond its spec and the split.
+
+The pipeline gathers these (text features from the embedding job's cache, the LLMRec
+augmentation artefact) and hands them to a model's builder; models never load them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class NodeFeatures:
+    """Frozen text vectors per LOCAL node id (zero rows where ``has_text`` is False)."""
+
+    user_vec: np.ndarray  # [U, d] float32
+    item_vec: np.ndarray  # [I, d] float32
+    user_has_text: np.ndarray  # [U] bool
+    item_has_text: np.ndarray  # [I] bool
+    info: dict[str, Any] = field(default_factory=dict)
+    user_text: list[str] | None = None  # per local user ("" = none); end-to-end LoRA only
+    item_text: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        self.user_vec = np.ascontiguousarray(self.user_vec, dtype=np.float32)
+        self.item_vec = np.ascontiguousarray(self.item_vec, dtype=np.float32)
+        self.user_has_text = np.asarray(self.user_has_text, dtype=bool)
+        self.item_has_text = np.asarray(self.item_has_text, dtype=bool)
+        if self.user_vec.shape[1] != self.item_vec.shape[1]:
+            raise ValueError("user and item vectors must have the same dimension")
+        if len(self.user_has_text) != len(self.user_vec) or len(self.item_has_text) != len(
+            self.item_vec
+        ):
+            raise ValueError("has_text masks must have one entry per node")
+
+    @property
+    def dim(self) -> int:
+        return int(self.user_vec.shape[1])
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "users_with_text": float(self.user_has_text.sum()),
+            "users_without_text": float((~self.user_has_text).sum()),
+            "items_with_text": float(self.item_has_text.sum()),
+            "items_without_text": float((~self.item_has_text).sum()),
+            "dim": float(self.dim),
+        }

@@ -1,0 +1,147 @@
+"""The job spec: one YAML file per dataset/experiment, validated with pydantic.
+
+Unknown keys and wrong types are errors naming the key (``model.dim``). ``--set key=value``
+overrides are applied to the raw YAML before validation, so they are checked the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from recmind_dist.errors import InputError
+from recmind_dist.hashing import stable_hash
+from recmind_dist.specs.base import Spec
+from recmind_dist.specs.data import DataSpec, SplitSpec
+from recmind_dist.specs.embed import EmbedSpec
+from recmind_dist.specs.models import LightGCNSpec, ModelSpec
+from recmind_dist.specs.text import TextSpec
+
+
+class TrainSpec(Spec):
+    epochs: int = Field(300, ge=0)
+    batch_size: int = Field(2048, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    eval_every: int = Field(1, gt=0, description="validate every N epochs")
+    patience: int = Field(
+        30, ge=1, description="validations without improvement of the stop metric before stopping"
+    )
+    min_epochs: int = Field(
+        0, ge=0, description="never stop before this epoch (guards against early plateaus)"
+    )
+    stop_metric: str = "ndcg_at_20"
+    max_seconds: float | None = Field(None, gt=0, description="wall-time budget for training")
+    device: str = "cpu"
+    num_threads: int | None = Field(None, gt=0, description="torch threads (None: torch default)")
+    workers: int = Field(1, ge=1, description="Ray Train workers; 1 = single process")
+    mode: Literal["replicated", "partitioned"] = Field(
+        "replicated", description="replicated: Â and embeddings on every worker, edges sharded;"
+        " partitioned: each worker owns its rows of Â and of the embeddings (halo exchange)"
+    )
+    partitioner: Literal["metis", "random"] = Field("metis", description="partitioned mode")
+    max_failures: int = Field(1, ge=0, description="worker-group restarts from the last checkpoint")
+
+
+class EvalSpec(Spec):
+    ks: list[int] = Field(default_factory=lambda: [10, 20, 40])
+    batch_users: int = Field(1024, gt=0)
+    cold_degree: int = Field(3, ge=0, description="items with ≤ this many training edges are cold")
+    head_fraction: float = Field(0.2, gt=0, lt=1)
+    export_k: int = Field(40, gt=0, description="top-K written by evaluate --export-topk")
+
+
+class TrackingSpec(Spec):
+    uri: str | None = Field(None, description="MLflow tracking URI; default sqlite:///./mlflow.db")
+    experiment: str = "recmind-dist"
+    run_name: str | None = None
+    log_checkpoint: bool = True
+
+
+class JobSpec(Spec):
+    name: str = "job"
+    seed: int = 2020
+    data: DataSpec = Field(default_factory=DataSpec)
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    model: ModelSpec = Field(default_factory=LightGCNSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    text: TextSpec = Field(default_factory=TextSpec)
+    embed: EmbedSpec = Field(default_factory=EmbedSpec)
+
+    @model_validator(mode="after")
+    def _stop_metric_is_computed(self) -> JobSpec:
+        valid = {f"{m}_at_{k}" for m in ("recall", "ndcg", "precision", "hit", "mrr")
+                 for k in self.eval.ks}  # fmt: skip
+        if self.train.stop_metric not in valid:
+            raise ValueError(
+                f"train.stop_metric {self.train.stop_metric!r} is not computed with eval.ks="
+                f"{self.eval.ks}; use one of {sorted(valid)}"
+            )
+        return self
+
+    def fingerprint(self) -> str:
+        return stable_hash(self.model_dump(mode="json"))
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any, source: str) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        nxt = node.setdefault(k, {})
+        if not isinstance(nxt, dict):
+            raise InputError(source, dotted, f"'{k}' is not a section")
+        node = nxt
+    node[keys[-1]] = value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides (values parsed as YAML scalars/lists)."""
+    for item in overrides or []:
+        if "=" not in item:
+            raise InputError("--set", item, "expected key.path=value")
+        key, value = item.split("=", 1)
+        _set_path(raw, key.strip(), yaml.safe_load(value), "--set")
+    return raw
+
+
+def _first_error(exc: ValidationError) -> tuple[str, str]:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    if len(exc.errors()) > 1:
+        msg += f" (and {len(exc.errors()) - 1} more problem(s))"
+    return loc, msg
+
+
+def parse_spec(raw: Any, source: str) -> JobSpec:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise InputError(source, None, "a job spec must be a YAML mapping")
+    try:
+        return JobSpec.model_validate(raw)
+    except ValidationError as exc:
+        loc, msg = _first_error(exc)
+        raise InputError(source, loc, msg) from None
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
+    """Read, override and validate a YAML job spec."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, None, "job spec file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise InputError(path, None, f"malformed YAML ({where}{problem})") from None
+    raw = apply_overrides(raw if raw is not None else {}, overrides)
+    return parse_spec(raw, str(path))

@@ -15,11 +15,11 @@ import time
 import numpy as np
 import torch
 
-from recmind_dist.models.factory import build_model
-from recmind_dist.pipeline import model_features, prepare
+from recmind_dist.models.registry import build_model
+from recmind_dist.pipeline import model_inputs, prepare
 from recmind_dist.sampling import NegativeSampler
 from recmind_dist.specs import load_spec
-from recmind_dist.train.loop import iterate_batches
+from recmind_dist.train.loop import iterate_batches, steps_per_epoch
 
 
 def main() -> None:
@@ -35,13 +35,14 @@ def main() -> None:
                       ("configs/ml100k_gat_id.yaml", [f"model.forward_every={a.forward_every}"])]:
         spec = load_spec(cfg, sets)
         ds, data = prepare(spec)
-        model = build_model(spec.model, data, "cpu", model_features(spec, ds, data))
+        model = build_model(spec.model, data, model_inputs(spec, ds, data))
         opt = torch.optim.Adam(model.parameters(), lr=spec.train.lr)
         sampler = NegativeSampler(data.n_items, data.train)
         rng = np.random.default_rng(0)
         times = []
+        steps = steps_per_epoch(len(data.train), spec.train.batch_size)
         for ep in range(1, a.epochs + 1):
-            model.on_epoch_start(ep)
+            model.on_epoch_start(ep, steps)
             t0 = time.perf_counter()
             for b in iterate_batches(data, sampler, spec.train.batch_size, rng,
                                      torch.device("cpu")):

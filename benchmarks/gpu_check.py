@@ -195,8 +195,9 @@ def section_nccl(args: argparse.Namespace, device: torch.device) -> dict[str, An
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from recmind_dist.models.factory import build_model
-    from recmind_dist.pipeline import model_features, prepare
+    from recmind_dist.models.inputs import ModelInputs
+    from recmind_dist.models.registry import build_model
+    from recmind_dist.pipeline import model_inputs, prepare
     from recmind_dist.sampling import NegativeSampler
     from recmind_dist.specs import load_spec
     from recmind_dist.train.collectives import all_gather_autograd, all_reduce_sum
@@ -220,14 +221,14 @@ def section_nccl(args: argparse.Namespace, device: torch.device) -> dict[str, An
         spec = load_spec(CONFIG, _overrides(args))
         seed_everything(spec.seed)
         dataset, data = prepare(spec)
-        feats = model_features(spec, dataset, data)
+        feats = model_inputs(spec, dataset, data).features
         sampler = NegativeSampler(data.n_items, data.train)
         batch = next(iter(iterate_batches(data, sampler, 2048, np.random.default_rng(0),
                                           device)))
         grads = []
         for wrap in (False, True):
             seed_everything(spec.seed)
-            model = build_model(spec.model, data, device, feats)
+            model = build_model(spec.model, data, ModelInputs(features=feats), device)
             epoch = model.warmup_epochs + 1
             torch.manual_seed(0)
             if wrap:
@@ -253,8 +254,8 @@ def _train_one(args: argparse.Namespace, device: torch.device, config: str,
                extra: list[str]) -> dict[str, Any]:
     """Train ``config`` on ``device`` with the trainer's own loop (time-capped), test metrics."""
     from recmind_dist.eval.evaluator import SplitEvaluator
-    from recmind_dist.models.factory import build_model
-    from recmind_dist.pipeline import model_features, prepare
+    from recmind_dist.models.registry import build_model
+    from recmind_dist.pipeline import model_inputs, prepare
     from recmind_dist.specs import load_spec
     from recmind_dist.train.loop import seed_everything, train_model
 
@@ -270,7 +271,7 @@ def _train_one(args: argparse.Namespace, device: torch.device, config: str,
         from recmind_dist.augment.run import ensure_augmentation
 
         ensure_augmentation(spec, dataset, data)
-    model = build_model(spec.model, data, device, model_features(spec, dataset, data))
+    model = build_model(spec.model, data, model_inputs(spec, dataset, data), device)
     setup_s = time.perf_counter() - t0
     res = train_model(model, data, spec.train, SplitEvaluator(data, spec.eval), spec.seed,
                       progress=False)

@@ -23,7 +23,7 @@ from recmind_dist.data.sources import fetch_dataset
 from recmind_dist.data.split import make_split
 from recmind_dist.eval.evaluator import SplitEvaluator
 from recmind_dist.eval.ranking import evaluate_ranking
-from recmind_dist.models.factory import build_model
+from recmind_dist.models.registry import build_model
 from recmind_dist.sampling import NegativeSampler
 from recmind_dist.specs import EvalSpec, LightGCNSpec, SplitSpec
 from recmind_dist.train.loop import iterate_batches, seed_everything

@@ -15,7 +15,7 @@ import statistics
 from pathlib import Path
 
 from recmind_dist.eval.evaluator import SplitEvaluator
-from recmind_dist.models.factory import build_model
+from recmind_dist.models.registry import build_model
 from recmind_dist.pipeline import prepare
 from recmind_dist.specs import load_spec
 from recmind_dist.train.loop import seed_everything, train_model

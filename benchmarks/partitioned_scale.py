@@ -61,6 +61,7 @@ def _worker(rank: int, world: int, tmp: str, mode: str, cfg: dict) -> None:
     dist.init_process_group("gloo", init_method=f"file://{tmp}/pg-{mode}", rank=rank,
                             world_size=world)  # fmt: skip
     from recmind_dist.models.base import Batch
+    from recmind_dist.specs import LightGCNSpec
 
     batches = np.load(f"{tmp}/batches.npy")  # (steps, 3, B) global (user, item, neg)
     nu = cfg["n_users"]
@@ -73,7 +74,8 @@ def _worker(rank: int, world: int, tmp: str, mode: str, cfg: dict) -> None:
 
         with open(f"{tmp}/full.pkl", "rb") as f:
             a = pickle.load(f)
-        model = LightGCN(nu, cfg["n_items"], to_torch_csr(a), cfg["dim"], cfg["layers"], 1e-4)
+        model = LightGCN(nu, cfg["n_items"], to_torch_csr(a),
+                         LightGCNSpec(dim=cfg["dim"], layers=cfg["layers"], reg=1e-4))
         del a
 
         class _L(torch.nn.Module):
@@ -87,12 +89,12 @@ def _worker(rank: int, world: int, tmp: str, mode: str, cfg: dict) -> None:
         net = DistributedDataParallel(_L(model))
         halo_bytes = 0
     else:
-        from recmind_dist.graph.partitioned import PartitionedLightGCN
+        from recmind_dist.models.partitioned_lightgcn import PartitionedLightGCN
 
         with open(f"{tmp}/{mode}-rank{rank}.pkl", "rb") as f:
             lg = pickle.load(f)
-        model = PartitionedLightGCN(nu, cfg["n_items"], lg, cfg["dim"], cfg["layers"], 1e-4,
-                                    seed=0)  # fmt: skip
+        lspec = LightGCNSpec(dim=cfg["dim"], layers=cfg["layers"], reg=1e-4)
+        model = PartitionedLightGCN(nu, cfg["n_items"], lg, lspec, "cpu", None, 0)
         net = None
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     build_s = time.perf_counter() - t_build

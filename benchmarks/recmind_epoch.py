@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from recmind_dist.models.base import Recommender
-from recmind_dist.models.factory import build_model
-from recmind_dist.pipeline import model_features, prepare
+from recmind_dist.models.inputs import ModelInputs
+from recmind_dist.models.registry import build_model
+from recmind_dist.pipeline import model_inputs, prepare
 from recmind_dist.sampling import NegativeSampler
 from recmind_dist.specs import load_spec
 from recmind_dist.train.loop import iterate_batches, make_optimizer, seed_everything
@@ -67,12 +68,12 @@ def main(argv: list[str] | None = None) -> dict:
     spec = load_spec(args.config, args.overrides)
     seed_everything(spec.seed)
     dataset, data = prepare(spec)
-    features = model_features(spec, dataset, data)  # cached after the first run
+    features = model_inputs(spec, dataset, data).features  # cached after the first run
     m = spec.model
     lgcn_spec = load_spec(args.config, [
         f"model={{name: lightgcn, dim: {m.dim}, layers: {m.layers}, reg: {m.reg:g}}}"]).model
-    models = {"lightgcn": build_model(lgcn_spec, data, device),
-              "recmind": build_model(spec.model, data, device, features)}
+    models = {"lightgcn": build_model(lgcn_spec, data, device=device),
+              "recmind": build_model(spec.model, data, ModelInputs(features=features), device)}
     opts = {k: make_optimizer(m, spec.train.lr) for k, m in models.items()}  # the trainer's
     sampler = NegativeSampler(data.n_items, data.train)
     rngs = {k: np.random.default_rng(spec.seed) for k in models}

@@ -39,7 +39,7 @@ def write_tiny(root: Path, n_users: int = 80, n_items: int = 100, per_user: int 
 def single_process(spec: JobSpec):
     """(data, initial model, TrainResult, trained model) of the single-process trainer."""
     from recmind_dist.eval.evaluator import SplitEvaluator
-    from recmind_dist.models.factory import build_model
+    from recmind_dist.models.registry import build_model
     from recmind_dist.pipeline import prepare
     from recmind_dist.train.loop import seed_everything, train_model
 

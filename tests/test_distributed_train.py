@@ -9,6 +9,8 @@ from __future__ import annotations
 import pytest
 from _dist_helpers import single_process, tiny_spec, write_tiny
 
+from recmind_dist.models.inputs import ModelInputs
+from recmind_dist.pipeline import worker_model
 from recmind_dist.train.distributed import (
     FAIL_AT_EPOCH_ENV,
     FAIL_MARKER_ENV,
@@ -40,7 +42,7 @@ def _max_diff(a: dict, b: dict) -> float:
 
 def test_one_worker_equals_single_process(ray_local, reference):
     root, spec, data, init, ref, ref_model = reference
-    out = train_distributed(spec, data, model=init, storage_path=root / "ray1")
+    out = train_distributed(spec, data, worker_model(spec, data, ModelInputs()), model=init, storage_path=root / "ray1")
     assert _max_diff(out.state_dict, ref_model.state_dict()) <= 1e-6
     assert out.result.best_epoch == ref.best_epoch
     for a, b in zip(out.result.history, ref.history, strict=True):
@@ -58,7 +60,7 @@ def test_killed_worker_resumes_from_checkpoint(ray_local, reference, tmp_path, m
     monkeypatch.setenv(FAIL_RANK_ENV, "1")
     spec2 = spec.model_copy(update={"train": spec.train.model_copy(
         update={"workers": 2, "max_failures": 2})})  # fmt: skip
-    out = train_distributed(spec2, data, model=init, storage_path=root / "ray2")
+    out = train_distributed(spec2, data, worker_model(spec2, data, ModelInputs()), model=init, storage_path=root / "ray2")
     assert marker.exists(), "the test hook did not fire"
     assert out.restarts == 1
     assert [r["epoch"] for r in out.result.history] == [1, 2, 3, 4]
@@ -76,7 +78,7 @@ def test_partitioned_two_workers_follow_single_process(ray_local, reference):
         update={"workers": 2, "mode": "partitioned", "partitioner": "metis"})})  # fmt: skip
     spec2 = spec2.model_copy(update={"data": spec2.data.model_copy(
         update={"cache_dir": root / "cache"})})  # fmt: skip
-    out = train_distributed(spec2, data, model=init, storage_path=root / "ray3")
+    out = train_distributed(spec2, data, worker_model(spec2, data, ModelInputs()), model=init, storage_path=root / "ray3")
     assert list((root / "cache" / "partitions").glob("*-metis-2-*.npy"))
     assert _max_diff(out.state_dict, ref_model.state_dict()) <= 1e-4
     for k in ("recall_at_20", "ndcg_at_20"):

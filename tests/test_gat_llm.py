@@ -9,9 +9,9 @@ import torch
 from recmind_dist.data.split import SplitData
 from recmind_dist.errors import InputError
 from recmind_dist.models.base import Batch
-from recmind_dist.models.factory import build_model, needs_features
 from recmind_dist.models.gat_llm import GATLLM, bipartite_edge_index
-from recmind_dist.models.inputs import NodeFeatures
+from recmind_dist.models.inputs import ModelInputs, NodeFeatures
+from recmind_dist.models.registry import build_model, needed_inputs
 from recmind_dist.specs import GATLLMSpec, parse_spec
 
 
@@ -40,8 +40,8 @@ def _features(data: SplitData, d=8) -> NodeFeatures:
 
 def test_spec_variants_and_errors():
     s = parse_spec({"model": {"name": "gat_llm", "features": "id", "alpha": 0}}, "t")
-    assert isinstance(s.model, GATLLMSpec) and not needs_features(s.model)
-    assert needs_features(parse_spec({"model": {"name": "gat_llm"}}, "t").model)
+    assert isinstance(s.model, GATLLMSpec) and not needed_inputs(s.model)
+    assert needed_inputs(parse_spec({"model": {"name": "gat_llm"}}, "t").model)
     with pytest.raises(InputError, match="model"):
         parse_spec({"model": {"name": "gat_llm", "dim": 30, "heads": 4}}, "t")
     with pytest.raises(InputError, match="model.gat_llm.features"):
@@ -61,7 +61,7 @@ def test_forward_shapes_and_loss_parts(features):
     data = _data()
     spec = parse_spec({"model": {"name": "gat_llm", "features": features, "dim": 16,
                                  "heads": 2, "layers": 2}}, "t").model
-    m = build_model(spec, data, "cpu", _features(data))
+    m = build_model(spec, data, ModelInputs(features=_features(data)), "cpu")
     u, i = m.representations()
     assert u.shape == (40, 16) and i.shape == (60, 16)
     b = Batch(torch.tensor([0, 1]), torch.tensor([3, 40]), torch.tensor([50, 2]))
@@ -74,10 +74,10 @@ def test_forward_shapes_and_loss_parts(features):
 
 def test_hard_negatives_exclude_positives_and_top_ranks():
     data = _data()
-    m = GATLLM(data.n_users, data.n_items, data.train, None, features="id", dim=8, heads=1,
-               hard_negative_ratio=1.0, hard_negative_pool=10, hard_negative_skip=2,
-               hard_negative_start=1, hard_negative_refresh=1)
-    m.on_epoch_start(1)
+    m = GATLLM(data.n_users, data.n_items, data.train, None, GATLLMSpec(
+        features="id", dim=8, heads=1, hard_negative_ratio=1.0, hard_negative_pool=10,
+        hard_negative_skip=2, hard_negative_start=1, hard_negative_refresh=1))
+    m.on_epoch_start(1, 1)
     assert m.hard_items.shape == (40, 10)
     pos = {(int(u), int(i)) for u, i in data.train}
     with torch.no_grad():
@@ -106,7 +106,7 @@ def test_training_learns_groups_with_text_features():
     seed_everything(0)
     spec = parse_spec({"model": {"name": "gat_llm", "features": "text", "dim": 16,
                                  "hard_negative_start": 2, "hard_negative_refresh": 2}}, "t")
-    m = build_model(spec.model, data, "cpu", _features(data))
+    m = build_model(spec.model, data, ModelInputs(features=_features(data)), "cpu")
     ev = SplitEvaluator(data, EvalSpec(ks=[10]))
     before = ev.evaluate(m, "test")["recall_at_10"]
     r = train_model(m, data, TrainSpec(epochs=6, batch_size=64, lr=0.02, stop_metric="ndcg_at_10"),
@@ -141,7 +141,7 @@ def test_lm_written_profiles_become_features(tiny_dataset, tmp_path):
 def test_pipeline_uses_lm_written_profiles_when_the_spec_names_a_generator(tiny_dataset, tmp_path):
     """`model.profiles` routes GAT-LLM features through profile_features (offline backend)."""
     from recmind_dist.data.split import make_split
-    from recmind_dist.pipeline import model_features
+    from recmind_dist.pipeline import model_inputs
     from recmind_dist.specs import parse_spec
 
     spec = parse_spec({
@@ -151,9 +151,9 @@ def test_pipeline_uses_lm_written_profiles_when_the_spec_names_a_generator(tiny_
                                                   "cache_dir": str(tmp_path / "gen")}},
     }, "test")  # fmt: skip
     data = make_split(tiny_dataset, spec.split, spec.seed)
-    feats = model_features(spec, tiny_dataset, data)
+    feats = model_inputs(spec, tiny_dataset, data).features
     assert feats.info["profiles_backend"] == "offline"
     assert feats.item_vec.shape[0] == data.n_items and feats.item_has_text.all()
     plain = parse_spec({**spec.model_dump(mode="json"),
                         "model": {"name": "gat_llm"}}, "test")  # fmt: skip
-    assert "profiles_backend" not in model_features(plain, tiny_dataset, data).info
+    assert "profiles_backend" not in model_inputs(plain, tiny_dataset, data).features.info

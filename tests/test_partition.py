@@ -24,6 +24,7 @@ from recmind_dist.graph.partition import (
 )
 from recmind_dist.graph.partitioned import split_graph
 from recmind_dist.graph.propagate import lightgcn_layers
+from recmind_dist.specs import LightGCNSpec
 
 
 def _community_pairs(nu=120, ni=150, n=1500, groups=3, seed=0):
@@ -145,15 +146,17 @@ def test_partitioned_propagation_equals_single_process(tmp_path: Path, world: in
 
 
 def _train_step_worker(rank: int, world: int, tmp: str) -> None:
-    from recmind_dist.graph.partitioned import PartitionedLightGCN
     from recmind_dist.models.base import Batch
+    from recmind_dist.models.partitioned_lightgcn import PartitionedLightGCN
+
 
     _init(rank, world, tmp)
     st = torch.load(f"{tmp}/setup.pt")
     an = normalize_symmetric(bipartite_adjacency(st["nu"], st["ni"], st["pairs"].numpy()))
     lg = split_graph(an, st["parts"].numpy(), world)[rank]
     own = torch.from_numpy(lg.own)
-    m = PartitionedLightGCN(st["nu"], st["ni"], lg, 8, 2, 1e-3, init_rows=st["e0"][own])
+    m = PartitionedLightGCN(st["nu"], st["ni"], lg, LightGCNSpec(dim=8, layers=2, reg=1e-3),
+                            "cpu", st["e0"][own], 0)
     n = len(st["users"])
     lo, hi = n * rank // world, n * (rank + 1) // world
     b = Batch(st["users"][lo:hi], st["pos"][lo:hi], st["neg"][lo:hi])
@@ -172,7 +175,7 @@ def test_partitioned_lightgcn_gradient_equals_single_process(tmp_path: Path):
     pairs, nu, ni = _community_pairs(seed=3)
     an = normalize_symmetric(bipartite_adjacency(nu, ni, pairs))
     torch.manual_seed(0)
-    ref = LightGCN(nu, ni, to_torch_csr(an), 8, 2, 1e-3)
+    ref = LightGCN(nu, ni, to_torch_csr(an), LightGCNSpec(dim=8, layers=2, reg=1e-3))
     g = torch.Generator().manual_seed(1)
     idx = torch.randint(0, len(pairs), (64,), generator=g)
     users = torch.from_numpy(pairs[:, 0])[idx]

@@ -10,12 +10,12 @@ import torch.nn.functional as F
 from recmind_dist.data.split import SplitData
 from recmind_dist.graph.adjacency import normalized_adjacency
 from recmind_dist.models.base import Batch
-from recmind_dist.models.factory import build_model
 from recmind_dist.models.features import align_to_local
-from recmind_dist.models.inputs import NodeFeatures
+from recmind_dist.models.inputs import ModelInputs, NodeFeatures
 from recmind_dist.models.lightgcn import LightGCN
 from recmind_dist.models.recmind import RecMind
-from recmind_dist.specs import EvalSpec, RecMindSpec, TrainSpec, parse_spec
+from recmind_dist.models.registry import build_model
+from recmind_dist.specs import EvalSpec, LightGCNSpec, RecMindSpec, TrainSpec, parse_spec
 
 NU, NI, D_LM = 20, 30, 12
 
@@ -42,7 +42,7 @@ def _model(data: SplitData | None = None, seed: int = 0, **kw) -> RecMind:
     data = data or _data()
     torch.manual_seed(seed)
     spec = RecMindSpec(dim=8, layers=2, **kw)
-    model = build_model(spec, data, "cpu", _features())
+    model = build_model(spec, data, ModelInputs(features=_features()), "cpu")
     assert isinstance(model, RecMind)
     return model
 
@@ -106,7 +106,8 @@ def test_fallback_used_exactly_for_nodes_without_text():
 def test_fixed_zero_gate_and_no_alignment_reduce_exactly_to_lightgcn():
     data = _data()
     torch.manual_seed(3)
-    lgcn = LightGCN(NU, NI, normalized_adjacency(NU, NI, data.train), 8, 2, 1e-4)
+    lgcn = LightGCN(NU, NI, normalized_adjacency(NU, NI, data.train),
+                    LightGCNSpec(dim=8, layers=2, reg=1e-4))
     rm = _model(data, seed=3, variant="fixed_gate", fixed_gamma=0.0, lambda_align=0.0,
                 warm_negatives=False)  # the toy graph has items without training edges
     assert torch.equal(rm.embedding.weight, lgcn.embedding.weight)  # same init from the seed
@@ -311,7 +312,7 @@ def test_recmind_ranks_unseen_items_better_than_lightgcn(tmp_path):
                        ("recmind", {"name": "recmind", "dim": 32, "layers": 2,
                                     "warmup_epochs": 2, "queue_size": 256})):
         seed_everything(0)
-        model = build_model(parse_spec({"model": spec}, "t").model, data, "cpu", feats)
+        model = build_model(parse_spec({"model": spec}, "t").model, data, ModelInputs(features=feats), "cpu")
         res = train_model(model, data, train, ev, 0, progress=False)
         results[name] = res.test["unseen/recall_at_20"]
     print(results)
@@ -336,9 +337,9 @@ def test_lora_encoder_trains_adapters_end_to_end(tiny_bert):
     spec = RecMindSpec(dim=8, layers=2, encoder="lora", lora_nodes=8, lora_max_length=32,
                        text_pca=0, warmup_epochs=0)
     torch.manual_seed(0)
-    model = build_model(spec, data, "cpu", feats)
+    model = build_model(spec, data, ModelInputs(features=feats), "cpu")
     torch.manual_seed(0)
-    ref = build_model(spec.model_copy(update={"encoder": "precomputed"}), data, "cpu", feats)
+    ref = build_model(spec.model_copy(update={"encoder": "precomputed"}), data, ModelInputs(features=feats), "cpu")
     torch.testing.assert_close(model.text_vec, ref.text_vec, atol=1e-5, rtol=1e-4)
     assert torch.equal(model.has_text, ref.has_text)
 

@@ -15,13 +15,14 @@ from recmind_dist.data.split import make_split
 from recmind_dist.eval.evaluator import SplitEvaluator
 from recmind_dist.models.gat_llm import GATLLM
 from recmind_dist.rerank import Reranker, evaluate_rerank, ungrounded_likes
-from recmind_dist.specs import EvalSpec, GenerateSpec, SplitSpec
+from recmind_dist.specs import EvalSpec, GATLLMSpec, GenerateSpec, SplitSpec
 from recmind_dist.text.generate import Generator
 
 
 def _setup(ds, weight=0.5):
     data = make_split(ds, SplitSpec(threshold=None), 0)
-    model = GATLLM(data.n_users, data.n_items, data.train, None, features="id", dim=8, heads=1)
+    model = GATLLM(data.n_users, data.n_items, data.train, None,
+                   GATLLMSpec(features="id", dim=8, heads=1))
     gen = Generator(GenerateSpec(offline_rerank_weight=weight), encoder=BagEncoder())
     return data, model, Reranker(gen, ds, data, max_history=5)
 

@@ -9,7 +9,7 @@ from recmind_dist.data.schema import load_dataset
 from recmind_dist.data.split import make_split
 from recmind_dist.data.synthetic import generate_synthetic
 from recmind_dist.eval.evaluator import SplitEvaluator
-from recmind_dist.models.factory import build_model
+from recmind_dist.models.registry import build_model
 from recmind_dist.specs import EvalSpec, LightGCNSpec, MFSpec, PopularitySpec, SplitSpec, TrainSpec
 from recmind_dist.train.loop import seed_everything, train_model
 

@@ -13,41 +13,30 @@ gradient back to the owners, which add it onto their rows (``index_add``). So a 
 own rows + halo (+ the Adam state of its own rows), never the whole table, and the result
 equals single-process propagation up to float round-off (tests: 2 and 3 workers).
 
-:class:`PartitionedLightGCN` is :class:`recmind_dist.models.lightgcn.LightGCN` over a
-:class:`PartitionedAdjacency` (its ``layer_mean`` runs unchanged through
-:func:`recmind_dist.graph.propagate.lightgcn_layers`); a batch's rows are fetched from their
-owners with the same differentiable exchange.
+The model over it is :class:`recmind_dist.models.partitioned_lightgcn.PartitionedLightGCN`;
+the driver's partition plan is :func:`recmind_dist.train.partition_plan.plan_partition`.
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.distributed as dist
-from torch import nn
 
 from recmind_dist.graph.adjacency import to_torch_csr
-from recmind_dist.losses import bpr_loss, l2_batch
-from recmind_dist.models.base import Batch
-from recmind_dist.models.lightgcn import LightGCN
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "LocalGraph",
     "PartitionedAdjacency",
-    "PartitionedLightGCN",
-    "build_partitioned_model",
     "exchange_rows",
     "fetch_rows",
-    "plan_partition",
     "split_graph",
 ]
 
@@ -213,127 +202,3 @@ def fetch_rows(x_own: torch.Tensor, ids: torch.Tensor, parts: torch.Tensor,
     out = torch.empty_like(got)
     out = out.index_copy(0, order, got)  # differentiable scatter back to request order
     return out
-
-
-class PartitionedLightGCN(LightGCN):
-    """LightGCN whose table holds only this worker's rows and whose Â is partitioned.
-
-    Representations, loss and gradients equal the single-process LightGCN's (the layer mean
-    is :meth:`LightGCN.layer_mean`, unchanged). ``training_loss`` returns this worker's part
-    of the batch loss; the trainer scales it by the worker's share, and the backward
-    collectives deliver every row's gradient to its owner. Evaluation is centralised:
-    :meth:`gather_for_eval` (a collective) assembles the full representations on rank 0.
-    """
-
-    def __init__(self, n_users: int, n_items: int, lg: LocalGraph, dim: int, n_layers: int,
-                 reg: float, device: torch.device | str = "cpu",
-                 init_rows: torch.Tensor | None = None, seed: int = 0) -> None:
-        nn.Module.__init__(self)
-        self.n_users, self.n_items, self.n_layers, self.reg = n_users, n_items, n_layers, reg
-        self.lg, self.rank, self.world = lg, lg.rank, lg.world
-        self.adj = PartitionedAdjacency(lg, device)
-        self.embedding = nn.Embedding(lg.n_own, dim)
-        with torch.no_grad():
-            if init_rows is not None:
-                self.embedding.weight.copy_(init_rows)
-            else:
-                g = torch.Generator().manual_seed(seed * 1000 + lg.rank)
-                self.embedding.weight.copy_(torch.randn(lg.n_own, dim, generator=g) * 0.1)
-        parts = lg.parts
-        pos = np.empty(lg.n_nodes, dtype=np.int64)
-        for r in range(lg.world):
-            sel = np.flatnonzero(parts == r)
-            pos[sel] = np.arange(len(sel))
-        self._parts = torch.from_numpy(parts.astype(np.int64)).to(device)
-        self._pos = torch.from_numpy(pos).to(device)
-        self._full: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.to(device)
-
-    def fetch(self, x_own: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        return fetch_rows(x_own, ids, self._parts, self._pos, self.world)
-
-    def training_loss(self, batch: Batch, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
-        e0 = self.embedding.weight
-        h = self.layer_mean(e0)  # own rows; halo exchanges inside
-        nu = self.n_users
-        ids = torch.cat([batch.users, nu + batch.pos, nu + batch.neg])
-        rows = self.fetch(torch.cat([h, e0], 1), ids)
-        d = e0.shape[1]
-        hb, eb = rows[:, :d], rows[:, d:]
-        u, i, j = hb.chunk(3)
-        bpr = bpr_loss((u * i).sum(-1), (u * j).sum(-1))
-        reg = self.reg * l2_batch(*eb.chunk(3))
-        return bpr + reg, {"bpr": float(bpr.detach()), "reg": float(reg.detach())}
-
-    def _gather_full(self, x_own: torch.Tensor) -> torch.Tensor | None:
-        """The full table on rank 0 (None elsewhere), via padded ``dist.gather``."""
-        n_max = max(int((self.lg.parts == r).sum()) for r in range(self.world))
-        pad = x_own.new_zeros((n_max, x_own.shape[1]))
-        pad[: x_own.shape[0]] = x_own
-        bufs = [torch.empty_like(pad) for _ in range(self.world)] if self.rank == 0 else None
-        dist.gather(pad, bufs, dst=0)
-        if self.rank != 0:
-            return None
-        full = x_own.new_empty((self.lg.n_nodes, x_own.shape[1]))
-        for r in range(self.world):
-            sel = torch.from_numpy(np.flatnonzero(self.lg.parts == r))
-            full[sel] = bufs[r][: len(sel)]
-        return full
-
-    @torch.no_grad()
-    def gather_for_eval(self, full_state: bool = False) -> dict[str, torch.Tensor] | None:
-        """Collective: rank 0 caches the full representations for evaluation; with
-        ``full_state`` also returns the single-process LightGCN state dict (rank 0)."""
-        h = self.layer_mean(self.embedding.weight)
-        full_h = self._gather_full(h)
-        full_e = self._gather_full(self.embedding.weight) if full_state else None
-        if self.rank == 0:
-            self._full = (full_h[: self.n_users], full_h[self.n_users :])
-            if full_state:
-                return {"embedding.weight": full_e.cpu()}
-        return None
-
-    def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._full is None:
-            raise RuntimeError("call gather_for_eval() on every rank first (rank 0 only)")
-        return self._full
-
-
-def plan_partition(spec: Any, data: Any, world: int,
-                   cache_dir: str | Path | None = None) -> list[Any]:
-    """Driver side: partition the training graph and cut Â; returns one Ray object ref
-    per worker (each worker fetches only its own share)."""
-    import ray
-
-    from recmind_dist.graph.adjacency import bipartite_adjacency, normalize_symmetric
-    from recmind_dist.graph.partition import load_or_partition
-
-    a = bipartite_adjacency(data.n_users, data.n_items, data.train)
-    cache = cache_dir or Path(spec.data.cache_dir) / "partitions"
-    parts = load_or_partition(a, world, spec.train.partitioner, cache, seed=spec.seed)
-    graphs = split_graph(normalize_symmetric(a), parts, world)
-    return [ray.put(g) for g in graphs]
-
-
-def build_partitioned_model(spec: Any, data: Any, plan: Any, rank: int,
-                            device: torch.device | str, init: Any = None) -> PartitionedLightGCN:
-    """Worker side: this rank's :class:`PartitionedLightGCN` (LightGCN specs only).
-
-    ``init`` (the driver's single-process model, optional) supplies the initial rows, so the
-    run starts where a single-process run would."""
-    import ray
-
-    if spec.model.name != "lightgcn":
-        raise ValueError(f"train.mode=partitioned supports model.name=lightgcn, not "
-                         f"{spec.model.name!r} (use train.mode=replicated)")  # fmt: skip
-    lg = plan[rank] if isinstance(plan, list) else plan
-    if isinstance(lg, ray.ObjectRef):
-        lg = ray.get(lg)
-    init_rows = None
-    if init is not None:
-        init_rows = init.embedding.weight.detach()[torch.from_numpy(lg.own)].clone()
-    m = spec.model
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return PartitionedLightGCN(data.n_users, data.n_items, lg, m.dim, m.layers, m.reg,
-                                   device, init_rows, spec.seed)  # fmt: skip

@@ -49,6 +49,7 @@ from torch import nn
 
 from recmind_dist.losses import bpr_loss, l2_batch
 from recmind_dist.models.base import Batch, Recommender
+from recmind_dist.specs import GATLLMSpec
 
 log = logging.getLogger(__name__)
 
@@ -63,40 +64,26 @@ def bipartite_edge_index(n_users: int, train: np.ndarray) -> torch.Tensor:
 
 
 class GATLLM(Recommender):
+    """``spec`` (GATLLMSpec) gives every setting; ``text`` is [U+I, d_text] frozen profile
+    vectors (users first), None only with ``spec.features == "id"``."""
+
     def __init__(
-        self,
-        n_users: int,
-        n_items: int,
-        train: np.ndarray,
-        text: np.ndarray | None = None,  # [U+I, d_text] frozen profile vectors (or None)
-        features: Features = "text",
-        dim: int = 64,
-        layers: int = 2,
-        heads: int = 2,
-        alpha: float = 0.1,
-        reg: float = 1e-4,
-        dropout: float = 0.0,
-        gat_version: Literal["v1", "v2"] = "v1",
-        hard_negative_ratio: float = 0.3,
-        hard_negative_pool: int = 50,
-        hard_negative_skip: int = 5,
-        hard_negative_refresh: int = 5,
-        hard_negative_start: int = 5,
-        forward_every: int = 1,
+        self, n_users: int, n_items: int, train: np.ndarray, text: np.ndarray | None,
+        spec: GATLLMSpec,
     ) -> None:
         super().__init__()
         from torch_geometric.nn import GATConv, GATv2Conv
 
-        if dim % heads:
-            raise ValueError(f"dim {dim} must be divisible by heads {heads}")
+        features, dim, heads = spec.features, spec.dim, spec.heads
         if features != "id" and text is None:
             raise ValueError(f"features={features!r} needs profile vectors")
+        self.spec = spec
         self.n_users, self.n_items = n_users, n_items
-        self.features, self.alpha, self.reg = features, alpha, reg
-        self.hn_ratio, self.hn_pool, self.hn_skip = hard_negative_ratio, hard_negative_pool, \
-            hard_negative_skip
-        self.hn_refresh, self.hn_start = hard_negative_refresh, hard_negative_start
-        self.forward_every = max(1, int(forward_every))
+        self.features, self.alpha, self.reg = features, spec.alpha, spec.reg
+        self.hn_ratio, self.hn_pool = spec.hard_negative_ratio, spec.hard_negative_pool
+        self.hn_skip = spec.hard_negative_skip
+        self.hn_refresh, self.hn_start = spec.hard_negative_refresh, spec.hard_negative_start
+        self.forward_every = spec.forward_every
         n = n_users + n_items
         self.register_buffer("edge_index", bipartite_edge_index(n_users, train), persistent=False)
         self.register_buffer("train_pairs", torch.as_tensor(train, dtype=torch.long),
@@ -110,10 +97,10 @@ class GATLLM(Recommender):
         if features in ("id", "text_id"):
             self.embedding = nn.Embedding(n, dim)
             nn.init.normal_(self.embedding.weight, std=0.1)
-        conv = GATConv if gat_version == "v1" else GATv2Conv
+        conv = GATConv if spec.gat_version == "v1" else GATv2Conv
         self.convs = nn.ModuleList(
-            conv(dim, dim // heads, heads=heads, concat=True, dropout=dropout,
-                 add_self_loops=True) for _ in range(layers))
+            conv(dim, dim // heads, heads=heads, concat=True, dropout=spec.dropout,
+                 add_self_loops=True) for _ in range(spec.layers))
         self.register_buffer("hard_items", torch.zeros(0, 0, dtype=torch.long), persistent=False)
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self._step = 0
@@ -160,7 +147,7 @@ class GATLLM(Recommender):
         self._hard_len = torch.clamp(self.n_items - n_pos - min(self.hn_skip, k - 1), min=1,
                                      max=self.hard_items.shape[1])
 
-    def on_epoch_start(self, epoch: int) -> None:
+    def on_epoch_start(self, epoch: int, steps_per_epoch: int) -> None:
         self._cache = None
         if self.hn_ratio <= 0 or epoch < self.hn_start:
             return

@@ -48,3 +48,12 @@ class NodeFeatures:
             "items_without_text": float((~self.item_has_text).sum()),
             "dim": float(self.dim),
         }
+
+
+@dataclass
+class ModelInputs:
+    """Everything a model's builder may take beyond its spec and the split; the pipeline fills
+    the fields that :func:`recmind_dist.models.registry.needed_inputs` names."""
+
+    features: NodeFeatures | None = None  # "text_features" (+ texts for "node_texts")
+    augmentation: Any = None  # "augmentation": LLMRec's artefact arrays (LLMRecInputs)

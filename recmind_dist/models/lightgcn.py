@@ -11,12 +11,23 @@ Loss: BPR on h plus L2 on the batch's layer-0 embeddings (the paper's regularise
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 from torch import nn
 
 from recmind_dist.graph.propagate import layer_mean, lightgcn_layers
 from recmind_dist.losses import bpr_loss, l2_batch
 from recmind_dist.models.base import Batch, Recommender
+
+
+class LightGCNSettings(Protocol):
+    """What LightGCN reads from its spec (LightGCNSpec, and the backbone part of RecMind's and
+    LLMRec's specs)."""
+
+    dim: int
+    layers: int
+    reg: float
 
 
 def layer0_l2(e0: torch.Tensor, n_users: int, batch: Batch) -> torch.Tensor:
@@ -29,19 +40,18 @@ def layer0_l2(e0: torch.Tensor, n_users: int, batch: Batch) -> torch.Tensor:
 
 
 class LightGCN(Recommender):
+    """``spec`` gives d (``dim``), L (``layers``) and λ (``reg``); ``adj`` is Â ([N, N] CSR,
+    users first) or a partitioned Â."""
+
     def __init__(
-        self,
-        n_users: int,
-        n_items: int,
-        adj: torch.Tensor,
-        dim: int = 64,
-        n_layers: int = 3,
-        reg: float = 1e-4,
+        self, n_users: int, n_items: int, adj: torch.Tensor, spec: LightGCNSettings
     ) -> None:
         super().__init__()
-        self.n_users, self.n_items, self.n_layers, self.reg = n_users, n_items, n_layers, reg
+        self.spec = spec
+        self.n_users, self.n_items = n_users, n_items
+        self.n_layers, self.reg = spec.layers, spec.reg
         self.adj = adj
-        self.embedding = nn.Embedding(n_users + n_items, dim)
+        self.embedding = nn.Embedding(n_users + n_items, spec.dim)
         nn.init.normal_(self.embedding.weight, std=0.1)
 
     def layer_mean(self, x0: torch.Tensor) -> torch.Tensor:

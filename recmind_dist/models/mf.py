@@ -10,14 +10,18 @@ from torch import nn
 
 from recmind_dist.losses import bpr_loss, l2_batch
 from recmind_dist.models.base import Batch, Recommender
+from recmind_dist.specs import MFSpec
 
 
 class MF(Recommender):
-    def __init__(self, n_users: int, n_items: int, dim: int = 64, reg: float = 1e-4) -> None:
+    """``spec`` gives d (``dim``) and λ (``reg``)."""
+
+    def __init__(self, n_users: int, n_items: int, spec: MFSpec) -> None:
         super().__init__()
-        self.n_users, self.n_items, self.reg = n_users, n_items, reg
-        self.user_emb = nn.Embedding(n_users, dim)
-        self.item_emb = nn.Embedding(n_items, dim)
+        self.spec = spec
+        self.n_users, self.n_items, self.reg = n_users, n_items, spec.reg
+        self.user_emb = nn.Embedding(n_users, spec.dim)
+        self.item_emb = nn.Embedding(n_items, spec.dim)
         nn.init.xavier_uniform_(self.user_emb.weight)
         nn.init.xavier_uniform_(self.item_emb.weight)
 

@@ -12,12 +12,13 @@ from recmind_dist.pipeline.training import (
     features_root,
     final_metrics,
     load_run,
-    log_gate_probe,
-    model_features,
+    log_probes,
+    model_inputs,
     run_embedding,
     run_training,
+    worker_model,
 )
 
 __all__ = ["RunOutcome", "export_topk", "features_root", "final_metrics", "load_run",
-           "log_gate_probe", "model_features", "prepare", "resolve_dataset", "run_embedding",
-           "run_training"]
+           "log_probes", "model_inputs", "prepare", "resolve_dataset", "run_embedding",
+           "run_training", "worker_model"]

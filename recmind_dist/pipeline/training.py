@@ -6,6 +6,7 @@ The same functions back the CLI (``recmind-dist train``) and the Ray job entrypo
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +22,10 @@ from recmind_dist.errors import InputError
 from recmind_dist.eval.evaluator import SplitEvaluator
 from recmind_dist.eval.ranking import rank_topk
 from recmind_dist.models.base import Recommender
-from recmind_dist.models.factory import build_model, needs_features
+from recmind_dist.models.inputs import ModelInputs
+from recmind_dist.models.registry import build_model, model_entry, needed_inputs
 from recmind_dist.specs import JobSpec, parse_spec
+from recmind_dist.train.distributed import WorkerModel, train_for_pipeline
 from recmind_dist.train.loop import TrainResult, seed_everything, state_for_checkpoint, train_model
 
 log = logging.getLogger(__name__)
@@ -31,30 +34,54 @@ log = logging.getLogger(__name__)
 from recmind_dist.pipeline.dataset import prepare
 
 
-def model_features(spec: JobSpec, dataset: Dataset, data: SplitData):
-    """Node text features when ``spec.model`` needs them (RecMind), else None.
+def model_inputs(spec: JobSpec, dataset: Dataset, data: SplitData) -> ModelInputs:
+    """Gather what ``spec.model`` needs beyond its spec and the split (the registry says
+    which: :func:`recmind_dist.models.registry.needed_inputs`).
 
-    Computed once by the embedding job and cached under ``model.features_cache`` (default
-    ``<data.cache_dir>/features``), keyed by dataset checksum, split key, text and embed spec.
+    Text features are computed once by the embedding job and cached under
+    ``model.features_cache`` (default ``<data.cache_dir>/features``), keyed by dataset
+    checksum, split key, text and embed spec; LLMRec's augmentation artefact is made once
+    (:mod:`recmind_dist.pipeline.augmentation`) and reused.
     """
-    if not needs_features(spec.model):
-        return None
-    from recmind_dist.models.features import node_text_features
-
-    if getattr(spec.model, "profiles", None) is not None:  # GAT-LLM with LM-written profiles
+    needs = needed_inputs(spec.model)
+    features = None
+    if "profiles" in needs:  # GAT-LLM with LM-written profiles
+        from recmind_dist.generation import Generator
         from recmind_dist.models.gat_llm import profile_features
-        from recmind_dist.text.generate import Generator
 
-        return profile_features(dataset, data, Generator(spec.model.profiles), spec.text,
-                                spec.embed, features_root(spec),
-                                backend=spec.model.features_backend)  # fmt: skip
-    feats = node_text_features(dataset, data, spec.text, spec.embed, features_root(spec),
-                               backend=spec.model.features_backend)
-    if getattr(spec.model, "encoder", "precomputed") == "lora":
+        features = profile_features(dataset, data, Generator(spec.model.profiles), spec.text,
+                                    spec.embed, features_root(spec),
+                                    backend=spec.model.features_backend)
+    elif "text_features" in needs:
+        from recmind_dist.models.features import node_text_features
+
+        features = node_text_features(dataset, data, spec.text, spec.embed, features_root(spec),
+                                      backend=spec.model.features_backend)
+    if "node_texts" in needs:
         from recmind_dist.models.features import attach_node_texts
 
-        feats = attach_node_texts(feats, dataset, data, spec.text, spec.embed)
-    return feats
+        features = attach_node_texts(features, dataset, data, spec.text, spec.embed)
+    augmentation = None
+    if "augmentation" in needs:
+        from recmind_dist.pipeline.augmentation import augmentation_inputs
+
+        augmentation = augmentation_inputs(spec, dataset, data)
+    return ModelInputs(features=features, augmentation=augmentation)
+
+
+def worker_model(spec: JobSpec, data: SplitData, inputs: ModelInputs) -> WorkerModel:
+    """How Ray Train workers get ``spec.model`` (from its registry entry)."""
+    entry = model_entry(spec.model)
+    partitioned = None
+    if entry.partitioned is not None:
+        partitioned = functools.partial(_partitioned, entry.partitioned, spec.model, data,
+                                        spec.seed)
+    return WorkerModel(functools.partial(build_model, spec.model, data, inputs),
+                       entry.ddp_find_unused_parameters, partitioned)
+
+
+def _partitioned(build, model_spec, data, seed, local_graph, device, init):
+    return build(model_spec, data, local_graph, device, init, seed)
 
 
 def features_root(spec: JobSpec) -> Path:
@@ -89,19 +116,28 @@ def run_embedding(spec: JobSpec, backend: str = "ray", progress: bool = True,
         return run.info.run_id, stats
 
 
-def log_gate_probe(model: Recommender, spec: JobSpec) -> dict[str, float]:
-    """Log a gated model's probe (γ per degree bucket and layer) as metrics, JSON and PNG."""
+def log_probes(model: Recommender, spec: JobSpec, data: SplitData,
+               run_label: str) -> dict[str, float]:
+    """Log a model's probes (:meth:`Recommender.probes`; RecMind's gate γ per degree bucket and
+    layer) as metrics, JSON and a PNG titled with ``run_label``. Empty for models without."""
+    probes = model.probes()
+    if not probes:
+        return {}
     import tempfile
 
+    from recmind_dist.eval.gate_probe import probe_report
+
+    degree = np.concatenate([data.user_degree, data.item_degree])
     with tempfile.TemporaryDirectory() as tmp:
         png = Path(tmp) / "gate_vs_degree.png"
-        probe = model.gate_probe(spec.eval.cold_degree, spec.eval.head_fraction, png)
-        if probe:
-            tracking.log_metrics(probe)
-            tracking.log_json(probe, "gate_probe.json")
+        report = probe_report(probes, data.n_users, degree, spec.eval.cold_degree,
+                              spec.eval.head_fraction, png, run_label)
+        if report:
+            tracking.log_metrics(report)
+            tracking.log_json(report, "gate_probe.json")
         if png.exists():
             tracking.log_file(png, "plots")
-    return probe
+    return report
 
 
 @dataclass
@@ -126,8 +162,9 @@ def run_training(spec: JobSpec, progress: bool = True) -> RunOutcome:
     seed_everything(spec.seed)
     dataset, data = prepare(spec)
     device = torch.device(spec.train.device)
-    features = model_features(spec, dataset, data)
-    model = build_model(spec.model, data, device, features)
+    inputs = model_inputs(spec, dataset, data)
+    features = inputs.features
+    model = build_model(spec.model, data, inputs, device)
     evaluator = SplitEvaluator(data, spec.eval)
     tags = {"dataset_checksum": str(dataset.checksum), "split_key": data.key,
             "dataset_source": str(dataset.meta.get("source", ""))}  # fmt: skip
@@ -140,9 +177,8 @@ def run_training(spec: JobSpec, progress: bool = True) -> RunOutcome:
             tracking.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
 
         if spec.train.workers > 1:  # Ray Train workers (recmind_dist.train.distributed)
-            from recmind_dist.train.distributed import train_for_pipeline
-
-            result = train_for_pipeline(spec, data, model, run.info.run_id)
+            result = train_for_pipeline(spec, data, model, worker_model(spec, data, inputs),
+                                        run.info.run_id)
         else:
             result = train_model(model, data, spec.train, evaluator, spec.seed, on_epoch, progress)
         metrics = final_metrics(result)
@@ -150,8 +186,8 @@ def run_training(spec: JobSpec, progress: bool = True) -> RunOutcome:
         tracking.log_metrics(metrics, step=result.epochs_run + 1)
         tracking.log_json(metrics, "metrics.json")
         tracking.log_json(result.history, "history.json")
-        if hasattr(model, "gate_probe"):
-            log_gate_probe(model, spec)
+        log_probes(model, spec, data, f"{spec.name} · run {run.info.run_id[:8]} · best epoch "
+                   f"{result.best_epoch}")
         if spec.tracking.log_checkpoint and model.trainable:
             tracking.log_torch(state_for_checkpoint(model), "model.pt")
         tracking.log_text(result.stop_reason, "stop_reason.txt")
@@ -174,7 +210,7 @@ def load_run(
     spec = parse_spec(yaml.safe_load(spec_path.read_text()), f"run {run_id}/job_spec.yaml")
     seed_everything(spec.seed)
     dataset, data = prepare(spec)
-    model = build_model(spec.model, data, "cpu", model_features(spec, dataset, data))
+    model = build_model(spec.model, data, model_inputs(spec, dataset, data), "cpu")
     if model.trainable:
         ckpt = tracking.download_artifact(run_id, "checkpoint/model.pt")
         model.load_state_dict(torch.load(ckpt, map_location="cpu"))

@@ -1,7 +1,10 @@
 """Distributed training on Ray Train + torch.distributed (gloo on CPU, NCCL on GPU).
 
-``train_distributed(spec, data)`` runs ``spec.train.workers`` Ray Train workers with the same
-model code as :func:`recmind_dist.train.loop.train_model`:
+``train_distributed(spec, data, worker_model)`` runs ``spec.train.workers`` Ray Train workers
+with the same model code as :func:`recmind_dist.train.loop.train_model`. The trainer never names
+a model class: :class:`WorkerModel` (made by the pipeline from the model registry) says how a
+worker gets its model and what DDP must know, and the model's declared hooks
+(:class:`recmind_dist.models.base.Recommender`) do the rest.
 
 * **replicated** (``train.mode: replicated``): every worker builds the full model (Â and the
   embedding table) with the run seed; DDP broadcasts rank 0's parameters and all-reduces
@@ -12,7 +15,8 @@ model code as :func:`recmind_dist.train.loop.train_model`:
 * **partitioned** (``train.mode: partitioned``): nodes are split with METIS (or at random,
   ``train.partitioner``); each worker owns its rows of Â and of the embedding table, gathers
   the halo every layer and fetches the batch rows it does not own, all with differentiable
-  collectives (:mod:`recmind_dist.graph.partitioned`). Adam is per element, so this too
+  collectives (:mod:`recmind_dist.graph.partitioned`); models with a partitioned builder
+  only. Adam is per element, so this too
   follows the single-process trajectory.
 
 Rank 0 evaluates on validation, decides early stopping (broadcast to all), logs per-epoch
@@ -36,6 +40,7 @@ import os
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +50,7 @@ import torch
 from torch import nn
 
 from recmind_dist.data.split import SplitData
+from recmind_dist.errors import InputError
 from recmind_dist.models.base import Batch, Recommender
 from recmind_dist.specs import JobSpec
 from recmind_dist.train.loop import (
@@ -56,6 +62,7 @@ from recmind_dist.train.loop import (
     seed_everything,
     shard_batches,
     state_for_checkpoint,
+    steps_per_epoch,
     train_epoch,
 )
 
@@ -66,6 +73,7 @@ __all__ = [
     "FAIL_MARKER_ENV",
     "FAIL_RANK_ENV",
     "DistributedOutcome",
+    "WorkerModel",
     "train_distributed",
 ]
 
@@ -82,6 +90,21 @@ class DistributedOutcome:
     state_dict: dict[str, torch.Tensor] | None  # best parameters (replicated: full model)
     checkpoint_path: str | None
     restarts: int = 0
+
+
+@dataclass
+class WorkerModel:
+    """How a worker gets its model; picklable (shipped to every worker).
+
+    ``build(device)`` makes a fresh model (replicated mode, when no initial model is given);
+    ``build_partitioned(local_graph, device, init)`` makes this rank's share of the model for
+    ``train.mode: partitioned`` (None: the model has no partitioned form);
+    ``find_unused_parameters`` is DDP's flag (parameters that may get no gradient in a step).
+    """
+
+    build: Callable[[torch.device], Recommender]
+    find_unused_parameters: bool
+    build_partitioned: Callable[[Any, torch.device, Recommender | None], Recommender] | None = None
 
 
 class LossModule(nn.Module):
@@ -183,11 +206,8 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
     import torch.distributed as dist
 
     from recmind_dist.eval.evaluator import SplitEvaluator
-    from recmind_dist.models.factory import build_model
-    from recmind_dist.models.lightgcn import LightGCN
-    from recmind_dist.models.mf import MF
     from recmind_dist.sampling import NegativeSampler
-    from recmind_dist.train.collectives import all_reduce_sum
+    from recmind_dist.train.collectives import all_gather_autograd, all_reduce_sum
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -210,20 +230,28 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
     init = cfg.get("model")
     if isinstance(init, ray.ObjectRef):
         init = ray.get(init)
+    worker_model: WorkerModel = cfg["worker_model"]
+    if isinstance(worker_model, ray.ObjectRef):
+        worker_model = ray.get(worker_model)
     if partitioned:
-        from recmind_dist.graph.partitioned import build_partitioned_model
-
         plan = cfg["partition"]
         if isinstance(plan, ray.ObjectRef):
             plan = ray.get(plan)
-        model = build_partitioned_model(spec, data, plan, rank, device, init)
+        local_graph = plan[rank] if isinstance(plan, list) else plan
+        if isinstance(local_graph, ray.ObjectRef):
+            local_graph = ray.get(local_graph)
+        model = worker_model.build_partitioned(local_graph, device, init)
     elif init is not None:  # the driver's model: same code, same initial parameters
         model = init.to(device)
     else:
-        model = build_model(spec.model, data, device)
+        model = worker_model.build(device)
     del init
     net = None
-    _wire_gather_hook(model)
+    if world > 1:
+        # cross-worker negatives: a contrastive loss gathers every worker's batch; replicated
+        # workers each train on their slice of the global batch
+        model.set_gather(all_gather_autograd)
+        model.set_shard(rank, world)
     evaluator = SplitEvaluator(data, spec.eval) if rank == 0 else None
     logger = _MlflowLogger(cfg.get("mlflow_run_id"), cfg.get("tracking_uri")) if rank == 0 else None
 
@@ -243,7 +271,7 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
             # unrelated operations of equal size and mix their data.
             net = DistributedDataParallel(  # unused: e.g. RecMind's gates during warm-up
                 LossModule(model), device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=not isinstance(model, (LightGCN, MF)),
+                find_unused_parameters=worker_model.find_unused_parameters,
                 process_group=dist.new_group(),
             )
         opt = make_optimizer(model, ts.lr)
@@ -304,9 +332,10 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
         stop_reason = "nothing to train"
     else:
         sampler = NegativeSampler(data.n_items, data.train)
+        steps = steps_per_epoch(len(data.train), ts.batch_size, world)
         for epoch in range(start_epoch, ts.epochs + 1):
             model.train()
-            model.on_epoch_start(epoch)
+            model.on_epoch_start(epoch, steps)
             t0 = time.perf_counter()
             ep = epoch
 
@@ -328,7 +357,7 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
             totals = all_reduce_sum([sums[k] for k in keys], device)
             sums = dict(zip(keys, totals, strict=True))
             train_seconds += time.perf_counter() - t0
-            row = epoch_row(epoch, train_seconds, sums, n_batches)
+            row = epoch_row(epoch, train_seconds, sums, n_batches, model.epoch_metrics())
             valid, reason = None, None
             if is_eval_epoch(ts, epoch):
                 if partitioned:
@@ -371,19 +400,6 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
         dist.barrier()
 
 
-def _wire_gather_hook(model: Recommender) -> None:
-    """Cross-worker negatives: point a model's InfoNCE ``gather`` hook at the all-gather.
-
-    A model that computes ``symmetric_infonce(..., gather=self.gather)`` (RecMind) exposes a
-    ``gather`` attribute; here it becomes :func:`all_gather_autograd`, so the alignment
-    loss's negatives are every worker's batch (and its momentum queue holds gathered keys).
-    """
-    from recmind_dist.train.collectives import all_gather_autograd
-
-    if hasattr(model, "gather"):
-        model.gather = all_gather_autograd
-
-
 def default_storage_path() -> Path:
     return Path(os.environ.get("RECMIND_RAY_STORAGE", "runs/ray_train")).resolve()
 
@@ -391,6 +407,7 @@ def default_storage_path() -> Path:
 def train_distributed(
     spec: JobSpec,
     data: SplitData,
+    worker_model: WorkerModel,
     *,
     mlflow_run_id: str | None = None,
     tracking_uri: str | None = None,
@@ -404,7 +421,7 @@ def train_distributed(
 
     ``model`` (optional) is the driver's freshly built model: workers start from a copy of it
     (the same parameters as a single-process run; RecMind's text features included);
-    without it every worker builds ``spec.model`` after seeding with ``spec.seed``.
+    without it every worker calls ``worker_model.build`` after seeding with ``spec.seed``.
     ``run_name`` + ``storage_path`` name the Ray Train run; re-running with the same pair
     resumes from its latest checkpoint (Ray Train V2 semantics). Default: a fresh name.
     """
@@ -424,10 +441,14 @@ def train_distributed(
         "tracking_uri": tracking_uri,
         "fault": _fault_from_env(),
         "model": None if model is None else ray.put(model.cpu()),
+        "worker_model": ray.put(worker_model),
     }
     if ts.mode == "partitioned" and ts.workers > 1:
-        from recmind_dist.graph.partitioned import plan_partition
+        from recmind_dist.train.partition_plan import plan_partition
 
+        if worker_model.build_partitioned is None:
+            raise InputError("job spec", "train.mode", f"model {spec.model.name!r} has no "
+                             f"partitioned form; use train.mode: replicated")
         cfg["partition"] = ray.put(plan_partition(spec, data, ts.workers))
     storage = Path(storage_path) if storage_path else default_storage_path()
     name = run_name or f"{spec.name}-{mlflow_run_id or uuid.uuid4().hex[:12]}"
@@ -455,7 +476,7 @@ def train_distributed(
 
 
 def train_for_pipeline(spec: JobSpec, data: SplitData, model: Recommender,
-                       mlflow_run_id: str | None) -> TrainResult:
+                       worker_model: WorkerModel, mlflow_run_id: str | None) -> TrainResult:
     """``pipeline.run_training``'s path for ``train.workers > 1``: train with Ray Train,
     log per-epoch metrics from rank 0 into the active MLflow run, load the best parameters
     into ``model`` (so the caller logs the same artefacts as a single-process run)."""
@@ -463,7 +484,7 @@ def train_for_pipeline(spec: JobSpec, data: SplitData, model: Recommender,
 
     device = next(iter(model.parameters()), torch.empty(0)).device
     out = train_distributed(
-        spec, data, model=model, mlflow_run_id=mlflow_run_id,
+        spec, data, worker_model, model=model, mlflow_run_id=mlflow_run_id,
         tracking_uri=tracking.tracking_uri(spec.tracking),
     )  # fmt: skip
     if out.state_dict is not None and model.trainable:

@@ -94,6 +94,15 @@ def shard_batches(
         yield batch, (hi - lo) / n_global
 
 
+def steps_per_epoch(n_edges: int, batch_size: int, world: int = 1) -> int:
+    """How many global batches :func:`shard_batches` yields for ``n_edges`` training edges
+    (with ``world > 1`` a last global batch smaller than ``world`` is dropped)."""
+    full, rest = divmod(n_edges, batch_size)
+    if world > 1:
+        rest -= rest % world
+    return full + (1 if rest > 0 else 0)
+
+
 def iterate_batches(
     data: SplitData, sampler: NegativeSampler, batch_size: int, rng: np.random.Generator,
     device: torch.device,
@@ -172,11 +181,15 @@ def is_eval_epoch(spec: TrainSpec, epoch: int) -> bool:
     return epoch % spec.eval_every == 0 or epoch == spec.epochs
 
 
-def epoch_row(epoch: int, train_seconds: float, sums: dict[str, float], n_batches: int) -> dict:
+def epoch_row(epoch: int, train_seconds: float, sums: dict[str, float], n_batches: int,
+              model_metrics: dict[str, float] | None = None) -> dict:
+    """One history row: mean loss parts (``train/{part}``) and the model's own per-epoch
+    metrics (``model/{name}``, :meth:`Recommender.epoch_metrics`)."""
     return {
         "epoch": epoch,
         "train_seconds": train_seconds,
         **{f"train/{k}": v / max(n_batches, 1) for k, v in sums.items()},
+        **{f"model/{k}": float(v) for k, v in (model_metrics or {}).items()},
     }
 
 
@@ -205,16 +218,17 @@ def train_model(
         sampler = NegativeSampler(data.n_items, data.train)
         opt = make_optimizer(model, spec.lr)
         bar = tqdm(range(1, spec.epochs + 1), desc="train", disable=not progress, unit="ep")
+        steps = steps_per_epoch(len(data.train), spec.batch_size)
         for epoch in bar:
             model.train()
-            model.on_epoch_start(epoch)
+            model.on_epoch_start(epoch, steps)
             t0 = time.perf_counter()
             sums, n_batches = train_epoch(
                 lambda b, _w, ep=epoch: model.training_loss(b, ep), opt,
                 shard_batches(data, sampler, spec.batch_size, rng, device),
             )
             train_seconds += time.perf_counter() - t0
-            row = epoch_row(epoch, train_seconds, sums, n_batches)
+            row = epoch_row(epoch, train_seconds, sums, n_batches, model.epoch_metrics())
             if is_eval_epoch(spec, epoch):
                 valid = evaluator.evaluate(model, "valid", buckets=False)
                 row.update({f"valid/{k}": v for k, v in valid.items()})

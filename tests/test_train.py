@@ -1,7 +1,5 @@
 """Short real training runs on synthetic data."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -64,10 +62,27 @@ def test_early_stopping_keeps_best_state(synth_split):
     seed_everything(0)
     model = build_model(LightGCNSpec(dim=16, layers=1), synth_split)
     ev = SplitEvaluator(synth_split, EvalSpec(ks=[20]))
+    snapshots = {}  # epoch -> the parameters as that epoch left them (independent of the tracker)
+
+    def snapshot(epoch, _row, m):
+        snapshots[epoch] = {k: v.detach().numpy().copy() for k, v in m.named_parameters()}
+
     # an absurd learning rate makes validation worse after the first epochs
     res = train_model(model, synth_split, TrainSpec(epochs=40, lr=0.5, patience=3), ev, 0,
-                      progress=False)  # fmt: skip
+                      on_epoch=snapshot, progress=False)  # fmt: skip
     assert res.epochs_run < 40 and "no ndcg_at_20 improvement" in res.stop_reason
+    # the best epoch is the first maximum of the validation history, and training stopped
+    # `patience` validations after it
+    valid = [row["valid/ndcg_at_20"] for row in res.history]
+    assert len(valid) == res.epochs_run
+    assert res.best_epoch == 1 + int(np.argmax(valid))
+    assert res.epochs_run == res.best_epoch + 3
+    assert res.best_valid["ndcg_at_20"] == pytest.approx(valid[res.best_epoch - 1])
+    # the returned model holds the best epoch's parameters, not the last epoch's
+    final = {k: v.detach().numpy() for k, v in model.named_parameters()}
+    assert final.keys() == snapshots[res.best_epoch].keys()
+    for k, v in snapshots[res.best_epoch].items():
+        np.testing.assert_array_equal(final[k], v, err_msg=k)
+    assert any(not np.array_equal(final[k], v) for k, v in snapshots[res.epochs_run].items())
     again = ev.evaluate(model, "valid", buckets=False)
     assert again["ndcg_at_20"] == pytest.approx(res.best_valid["ndcg_at_20"])
-    assert Path  # keep import used

@@ -30,18 +30,18 @@ class EmbedSpec(Spec):
         True, description="L2-normalise: cosine = dot product downstream, as MiniLM is trained.")
     max_length: int = Field(
         128, ge=2,
-        description="Token budget per text. Item texts are ~20 tokens and profiles ~80, so 128 "
-        "truncates almost nothing while bounding attention cost for stray long texts.")
+        description="Token budget per text: longer texts are truncated, and attention cost "
+        "grows with it. Default fits ml-100k's texts, see docs/benchmarks.md § Why the "
+        "defaults are what they are.")
     batch_size: int = Field(
         64, ge=1,
-        description="Texts per forward pass. 64 is sentence-transformers' default and near the "
-        "CPU throughput plateau for MiniLM; raise it on GPUs.")
+        description="Texts per forward pass. Default: sentence-transformers' 64, for CPUs; "
+        "raise it on GPUs, see docs/benchmarks.md § GPU check.")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="Compute dtype. auto = bfloat16 where the hardware multiplies bf16 "
         "matrices (CUDA GPUs; CPUs with Intel AMX, where fp32 weights run under autocast), "
-        "float32 elsewhere. On an AMX laptop/server core this doubles MiniLM throughput with "
-        "vectors within cosine 0.9999 of fp32; set float32 for bit-stable vectors across "
-        "machines. float16 only on GPU.")
+        "float32 elsewhere; set float32 for bit-stable vectors across machines. float16 only "
+        "on GPU. Speed and cosine to fp32: docs/benchmarks.md § Embedding job.")
     output_dtype: Literal["float32", "float16"] = Field(
         "float32", description="Stored vector dtype. float16 halves the files for large "
         "catalogues (normalised vectors lose ~1e-3 relative precision).")
@@ -49,16 +49,15 @@ class EmbedSpec(Spec):
         "auto",
         description="Encoder actors. auto = one per GPU (divided by tensor_parallel) when "
         "gpus_per_replica > 0; on CPUs one per CPU (divided by tensor_parallel) of the Ray "
-        "cluster but at most one per "
-        "8,192 texts, since each actor pays ~4-5 s to import torch/transformers and load the "
-        "model (2 cores: ml-100k's 2,625 texts -> 1 actor x 2 threads; 100k texts -> 2 actors x "
-        "1 thread, which beat one 2-thread process on small matmuls).")
+        "cluster but at most one per 8,192 texts, since each actor pays a fixed start-up "
+        "(import torch/transformers, load the model). Layouts measured: docs/benchmarks.md "
+        "§ Embedding job.")
     cpus_per_replica: float = Field(
         0.5, gt=0,
         description="Ray CPUs reserved per actor, per tensor-parallel rank (an actor with "
-        "tensor_parallel N reserves N x this). 0.5 (not 1) so two actors on a 2-CPU node "
-        "leave room for Ray Data's read tasks; at 1.0 the job deadlocks there (STACK-NOTES), "
-        "and the job refuses a pool that leaves no CPU for the reads.")
+        "tensor_parallel N reserves N x this); the job refuses a pool that leaves no CPU for "
+        "Ray Data's read tasks. Default: two actors fit a 2-CPU node beside the reads, see "
+        "docs/benchmarks.md § Why the defaults are what they are.")
     gpus_per_replica: float = Field(
         0, ge=0, description="Ray GPUs per actor; 0 = CPU. Set 1 on GPU clusters.")
     tensor_parallel: int = Field(
@@ -68,8 +67,8 @@ class EmbedSpec(Spec):
         "starts N-1 helper processes on its node (gloo over loopback on CPU, reserving N x "
         "cpus_per_replica CPUs; nccl with gpus_per_replica = N); vectors equal the unsharded "
         "model's up to float round-off. For LMs that do not fit one device: every rank loads "
-        "the full model once before keeping its shard, and on small CPUs TP is slower than "
-        "replicas (more processes, an all-reduce per layer).")
+        "the full model once before keeping its shard. Speed against replicas: "
+        "docs/benchmarks.md § Embedding job.")
     torch_threads: int | None = Field(
         None, ge=1,
         description="torch.set_num_threads per actor process (per rank with tensor_parallel > "
@@ -77,8 +76,9 @@ class EmbedSpec(Spec):
         "(CPU), else max(1, round(cpus_per_replica)).")
     shard_rows: int = Field(
         2048, ge=1,
-        description="Rows per output shard (unit of resume). 2048 MiniLM texts take ~10 s on "
-        "one CPU core: losing one shard on a crash is cheap, and 100k items make ~50 files.")
+        description="Rows per output shard (unit of resume): a crash loses at most one shard's "
+        "work, and 100k items make ~50 files. Default sized for MiniLM on a CPU core, see "
+        "docs/benchmarks.md § Why the defaults are what they are.")
     block_rows: int | None = Field(
         None, ge=1,
         description="Rows per Ray Data input block (load balancing across actors). None = "

@@ -111,11 +111,10 @@ class RecMindSpec(Spec):
     )
     queue_size: int = Field(
         1024, ge=0,
-        description="keys per MoCo queue (one per node type and view): with 64 aligned nodes "
-        "a query sees 63 in-batch + 1024 queued negatives. The queue is what the language "
-        "view of unseen items learns from: cold-item split, seed 2020, unseen-item Recall@20 "
-        "0.106 with 1024 vs 0.052 with 256 (random split: a tie on validation NDCG@20); "
-        "0 = in-batch negatives only",
+        description="keys per MoCo queue (one per node type and view): each query sees "
+        "align_nodes − 1 in-batch + queue_size queued negatives, and the queue is where the "
+        "language view of unseen items gets its negatives; 0 = in-batch negatives only. "
+        "Default chosen on the ml-100k cold-item split, see docs/benchmarks.md § RecMind",
     )
     momentum: float = Field(
         0.99, ge=0, le=1,
@@ -125,8 +124,8 @@ class RecMindSpec(Spec):
     adapter_hidden: int = Field(
         0, ge=0,
         description="hidden width of the residual adapter MLP over the frozen LM vector "
-        "(0 = linear W_proj only). 0 by default: on ml-100k (seeds 2020-21) the linear "
-        "projection beat a 128-wide adapter (valid NDCG@20 0.2377 vs 0.2320) and is cheaper",
+        "(0 = linear W_proj only). Default chosen on ml-100k validation, see "
+        "docs/benchmarks.md § RecMind",
     )
     gate_init: float = Field(
         0.1, gt=0, lt=1,
@@ -165,24 +164,25 @@ class RecMindSpec(Spec):
         64, ge=0,
         description="project the centred frozen LM vectors once onto their top-k principal "
         "directions (0 = keep all 384): z of all N nodes is recomputed every step, so this "
-        "sets the projection's cost; 64 (= dim) matched 128 and 32 in quality on ml-100k",
+        "sets the projection's cost. Default chosen on ml-100k validation, see "
+        "docs/benchmarks.md § RecMind",
     )
     align_nodes: int = Field(
         64, ge=0,
         description="alignment uses this many random distinct batch users and as many items "
         "per step (fewer if the batch has fewer of either type; both types always align the "
-        "same number, so they share one batched loss; 0 = as many as the rarer type has): a "
-        "2048-edge ml-100k batch has ~800 of each, and the [n × (n + queue)] logits would "
-        "dominate the step time; each query sees n − 1 + queue_size negatives",
+        "same number, so they share one batched loss; 0 = as many as the rarer type has); "
+        "each query sees n − 1 + queue_size negatives, and the [n × (n + queue)] logits set "
+        "the alignment's step time. Default chosen on ml-100k validation and epoch time, see "
+        "docs/benchmarks.md § RecMind",
     )
     align_grad: Literal["both", "language"] = Field(
         "language",
         description="which side the alignment loss trains: only the language side (graph "
         "view as a stop-gradient target: z learns to predict the collaborative embedding, "
-        "which is what the gate and unseen items use) or both views (symmetric). On ml-100k "
-        "seed 2020, both-sided alignment slowed BPR (valid NDCG@20 at epoch 30: 0.186 with "
-        "τ=0.2, λ=0.1, T_w=3; 0.189 with τ=0.5, λ=0.05, T_w=1) while language-only tracked "
-        "LightGCN (0.213 vs 0.209)",
+        "which is what the gate and unseen items use) or both views (symmetric). Default "
+        "chosen on ml-100k validation, see docs/benchmarks.md § Why the defaults are what "
+        "they are",
     )
     isolated_text_only: bool = Field(
         True,
@@ -194,17 +194,15 @@ class RecMindSpec(Spec):
         description="scoring norm of items with no training edge (h = z direction): z's own "
         "(learned scale) or the mean ‖h‖ of the items with edges. An item's ‖h‖ carries its "
         "popularity, an unseen item's z never met a BPR gradient. Data-dependent, so off by "
-        "default: on the ml-100k cold-item split (seed 2020) warm_mean lifted unseen-item "
-        "Recall@20 from 0.0013 to 0.0107, on the synthetic cold split of the tests it sank it",
+        "default, see docs/benchmarks.md § Why the defaults are what they are",
     )
     cold_dropout: float = Field(
         0.2, ge=0, lt=1,
         description="joint phase, learned gate: in each BPR triple the positive's and the "
         "negative's representation h is replaced by its language view z, independently with "
         "this probability (DropoutNet-style item dropout). An item with no training edge is "
-        "scored with z, which otherwise never meets a BPR gradient. ml-100k cold-item split "
-        "(seed 2020): unseen-item Recall@20 0.0013 (0) -> 0.048 (0.1) -> 0.109 (0.2) -> 0.093 "
-        "(0.4), all-item Recall@20 0.241 -> 0.270 at 0.2; random split neutral (2 seeds)",
+        "scored with z, which otherwise never meets a BPR gradient. Default chosen on the "
+        "ml-100k cold-item split, see docs/benchmarks.md § RecMind",
     )
     warm_negatives: bool = Field(
         True,
@@ -217,8 +215,8 @@ class RecMindSpec(Spec):
         description="precomputed = z from the embedding job's cached frozen-LM vectors + the "
         "trainable adapter (cheap; default). lora = end-to-end through LoRA adapters on the "
         "LM named by embed.model (small LMs): all node texts re-encoded without gradient each "
-        "epoch, lora_nodes of them with gradient each step (a full re-encode per epoch: "
-        "~12 s for ml-100k's 2.6k texts with MiniLM on one CPU core)",
+        "epoch, lora_nodes of them with gradient each step. Epoch times: docs/benchmarks.md "
+        "§ RecMind",
     )
     lora_r: int = Field(8, ge=1, description="LoRA rank r (encoder: lora)")
     lora_alpha: int = Field(16, ge=1, description="LoRA scale α; the update is (α/r)·B·A")
@@ -228,8 +226,8 @@ class RecMindSpec(Spec):
         "batch) re-encoded through the LM with gradient; the LM forward+backward on them is "
         "the step's main cost")
     lora_max_length: int = Field(
-        64, ge=2, description="encoder: lora -- token budget per node text (ml-100k profiles "
-        "are ~45 tokens)")
+        64, ge=2, description="encoder: lora -- token budget per node text; see "
+        "docs/benchmarks.md § Why the defaults are what they are")
     features_backend: Literal["local", "ray"] = Field(
         "local",
         description="embedding-job backend for the node texts: local (in-process, best for "

@@ -31,7 +31,8 @@ class TextSpec(Spec):
         "with a '; '-joined list.",
     )
     max_history_titles: int = Field(
-        5, ge=0, description="Titles per user profile (5 keeps profiles under ~80 tokens)."
+        5, ge=0, description="Titles per user profile (bounds the profile's length, see "
+        "docs/benchmarks.md § Why the defaults are what they are)."
     )
     top_genres: int = Field(3, ge=0, description="Genres per user profile.")
     title_column: str = Field("title", description="Item column used for history titles.")

@@ -31,8 +31,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recmind_dist.embed.encoder import default_model_path
-from recmind_dist.embed.job import read_embeddings, run_embedding_job
+from recmind_dist.embed.job import run_embedding_job
 from recmind_dist.embed.ray_runtime import ensure_ray, shutdown_ray
+from recmind_dist.embed.shards import read_embeddings
 from recmind_dist.specs import EmbedSpec
 
 WORDS = ["night", "star", "river", "dark", "love", "war", "city", "last", "lost", "return", "king", "game", "story", "blue", "road", "secret", "heart", "fire", "winter", "house", "man", "woman", "dream", "ghost", "sky"]

@@ -29,7 +29,8 @@ from typing import Any, Literal
 import numpy as np
 
 from recmind_dist.data.split import SplitData
-from recmind_dist.embed.job import read_embeddings, run_embedding_job
+from recmind_dist.embed.job import run_embedding_job
+from recmind_dist.embed.shards import read_embeddings
 from recmind_dist.io import write_json
 from recmind_dist.models.inputs import NodeFeatures
 from recmind_dist.specs import EmbedSpec, TextSpec

@@ -233,7 +233,8 @@ def profile_features(
 
     import pandas as pd
 
-    from recmind_dist.embed.job import read_embeddings, run_embedding_job
+    from recmind_dist.embed.job import run_embedding_job
+    from recmind_dist.embed.shards import read_embeddings
     from recmind_dist.models.features import align_to_local, feature_cache_keys
     from recmind_dist.models.inputs import NodeFeatures
     from recmind_dist.specs import EmbedSpec, TextSpec

@@ -60,7 +60,7 @@ def ml100k_texts(dataset: Path | None) -> tuple[dict[str, pd.DataFrame], str]:
         from recmind_dist.embed.job import dataset_texts
 
         if dataset is None or not dataset.exists():
-            from recmind_dist.data.sources import fetch_dataset
+            from recmind_dist.data.fetch import fetch_dataset
 
             dataset = fetch_dataset("ml-100k", Path("data"))
         texts, source = dataset_texts(dataset)

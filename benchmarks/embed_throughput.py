@@ -31,8 +31,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recmind_dist.embed.encoder import default_model_path
-from recmind_dist.embed.job import read_embeddings, run_embedding_job
+from recmind_dist.embed.job import run_embedding_job
 from recmind_dist.embed.ray_runtime import ensure_ray, shutdown_ray
+from recmind_dist.embed.shards import read_embeddings
 from recmind_dist.specs import EmbedSpec
 
 WORDS = ["night", "star", "river", "dark", "love", "war", "city", "last", "lost", "return", "king", "game", "story", "blue", "road", "secret", "heart", "fire", "winter", "house", "man", "woman", "dream", "ghost", "sky"]
@@ -59,7 +60,7 @@ def ml100k_texts(dataset: Path | None) -> tuple[dict[str, pd.DataFrame], str]:
         from recmind_dist.embed.job import dataset_texts
 
         if dataset is None or not dataset.exists():
-            from recmind_dist.data.sources import fetch_dataset
+            from recmind_dist.data.fetch import fetch_dataset
 
             dataset = fetch_dataset("ml-100k", Path("data"))
         texts, source = dataset_texts(dataset)

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from recmind_dist.data.fetch import fetch_dataset
 from recmind_dist.data.schema import load_dataset
-from recmind_dist.data.sources import fetch_dataset
 from recmind_dist.data.split import make_split
 from recmind_dist.eval.evaluator import SplitEvaluator
 from recmind_dist.eval.ranking import evaluate_ranking

@@ -87,8 +87,8 @@ def data_fetch(
     offline: Annotated[bool, typer.Option(help="skip the official archive")] = False,
 ) -> None:
     """Fetch a known dataset into the cache (official archive, then the offline fallback)."""
+    from recmind_dist.data.fetch import fetch_dataset
     from recmind_dist.data.schema import load_dataset
-    from recmind_dist.data.sources import fetch_dataset
 
     path = fetch_dataset(name, cache_dir, offline=offline)
     ds = load_dataset(path)
@@ -111,19 +111,19 @@ def data_import(
     users: Annotated[Path | None, typer.Option(help="table: user attribute file")] = None,
 ) -> None:
     """Import RecBole atomic files, MovieLens raw files, or a CSV/Parquet table."""
-    from recmind_dist.data import sources
+    from recmind_dist.data import importers
 
     if fmt == "recbole":
-        path = sources.import_recbole_atomic(src, name or src.name, out)
+        path = importers.import_recbole_atomic(src, name or src.name, out)
     elif fmt == "movielens":
-        path = sources.import_movielens_raw(src, out)
+        path = importers.import_movielens_raw(src, out)
     elif fmt == "table":
         mapping = {"user": user, "item": item, "item_id_col": "item_id", "user_id_col": "user_id"}
         if rating:
             mapping["rating"] = rating
         if timestamp:
             mapping["timestamp"] = timestamp
-        path = sources.import_table(src, mapping, out, items, users)
+        path = importers.import_table(src, mapping, out, items, users)
     else:
         raise InputError("--format", "format", f"unknown format {fmt!r}: recbole|movielens|table")
     console.print(f"wrote {path}")

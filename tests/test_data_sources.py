@@ -12,15 +12,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recmind_dist.data import sources
+from recmind_dist.data import fetch
+from recmind_dist.data.fetch import FetchError, fetch_dataset
+from recmind_dist.data.importers import import_movielens_raw, import_recbole_atomic, import_table
 from recmind_dist.data.schema import load_dataset
-from recmind_dist.data.sources import (
-    FetchError,
-    fetch_dataset,
-    import_movielens_raw,
-    import_recbole_atomic,
-    import_table,
-)
 from recmind_dist.errors import InputError
 
 
@@ -310,8 +305,8 @@ def _fail(*args: object, **kwargs: object) -> None:
 
 
 def test_fetch_all_sources_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sources, "_download", _fail)
-    monkeypatch.setattr(sources, "_pip_download", _fail)
+    monkeypatch.setattr(fetch, "_download", _fail)
+    monkeypatch.setattr(fetch, "_pip_download", _fail)
     with pytest.raises(FetchError) as exc:
         fetch_dataset("ml-100k", tmp_path)
     assert "GroupLens" in str(exc.value) and "recbole" in str(exc.value)
@@ -322,8 +317,8 @@ def test_fetch_offline_skips_grouplens(tmp_path: Path, monkeypatch: pytest.Monke
     def must_not_download(*args: object, **kwargs: object) -> None:
         raise AssertionError("offline fetch tried the network archive")
 
-    monkeypatch.setattr(sources, "_download", must_not_download)
-    monkeypatch.setattr(sources, "_pip_download", _fail)
+    monkeypatch.setattr(fetch, "_download", must_not_download)
+    monkeypatch.setattr(fetch, "_pip_download", _fail)
     with pytest.raises(FetchError) as exc:
         fetch_dataset("ml-100k", tmp_path, offline=True)
     assert "GroupLens" not in str(exc.value)
@@ -343,8 +338,8 @@ def test_fetch_ml100k_and_cache_hit(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert ds.items is not None and ds.items.loc[0, "title"] == "Toy Story"
     assert ds.items.loc[0, "genres"] == "Animation, Children's, Comedy"
     # second call: a cache hit, with every network path disabled
-    monkeypatch.setattr(sources, "_download", _fail)
-    monkeypatch.setattr(sources, "_pip_download", _fail)
+    monkeypatch.setattr(fetch, "_download", _fail)
+    monkeypatch.setattr(fetch, "_pip_download", _fail)
     start = time.perf_counter()
     assert fetch_dataset("ml-100k", tmp_path) == path
     assert time.perf_counter() - start < 5.0
@@ -365,13 +360,13 @@ def fake_grouplens(
         calls["downloads"] += 1
         shutil.copy(archive, dest)
 
-    spec = sources.KnownDataset(
+    spec = fetch.KnownDataset(
         name="ml-fake", n_users=2, n_items=2, n_interactions=3,
         grouplens_url="https://example.invalid/ml-fake.zip",
         grouplens_md5=hashlib.md5(archive.read_bytes()).hexdigest(), grouplens_dir="ml-100k",
     )  # fmt: skip
-    monkeypatch.setitem(sources.REGISTRY, "ml-fake", spec)
-    monkeypatch.setattr(sources, "_download", fake_download)
+    monkeypatch.setitem(fetch.REGISTRY, "ml-fake", spec)
+    monkeypatch.setattr(fetch, "_download", fake_download)
     return calls
 
 
@@ -392,8 +387,8 @@ def test_fetch_grouplens_path_and_cache(fake_grouplens: dict[str, int], tmp_path
 def test_fetch_rejects_wrong_md5(
     fake_grouplens: dict[str, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spec = dataclasses.replace(sources.REGISTRY["ml-fake"], grouplens_md5="0" * 32)
-    monkeypatch.setitem(sources.REGISTRY, "ml-fake", spec)
+    spec = dataclasses.replace(fetch.REGISTRY["ml-fake"], grouplens_md5="0" * 32)
+    monkeypatch.setitem(fetch.REGISTRY, "ml-fake", spec)
     with pytest.raises(FetchError) as exc:
         fetch_dataset("ml-fake", tmp_path / "cache")
     assert "md5" in str(exc.value)

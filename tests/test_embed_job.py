@@ -11,7 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from recmind_dist.embed.job import FAIL_AFTER_ENV, read_embeddings, run_embedding_job
+from recmind_dist.embed.job import run_embedding_job
+from recmind_dist.embed.shards import FAIL_AFTER_ENV, read_embeddings
 from recmind_dist.errors import InputError
 from recmind_dist.specs import EmbedSpec
 
@@ -214,7 +215,7 @@ def test_embed_dataset_from_canonical_dir(tiny_bert: Path, tmp_path: Path) -> No
 
 
 def test_plan_layout_amortises_actor_start() -> None:
-    from recmind_dist.embed.job import plan_layout
+    from recmind_dist.embed.layout import plan_layout
 
     auto = EmbedSpec()
     small = plan_layout(auto, 2625, cluster_cpus=2, cluster_gpus=0, node_cpus=2)
@@ -237,7 +238,7 @@ def test_plan_layout_amortises_actor_start() -> None:
 
 
 def test_tensor_parallel_layout_and_refusals() -> None:
-    from recmind_dist.embed.job import check_fits, plan_layout
+    from recmind_dist.embed.layout import check_fits, plan_layout
 
     tp2 = EmbedSpec(tensor_parallel=2)
     lay = plan_layout(tp2, 100_000, cluster_cpus=2, cluster_gpus=0, node_cpus=2)

@@ -143,3 +143,73 @@ def test_user_profiles_deterministic_and_limited() -> None:
 def test_user_profiles_bad_pairs() -> None:
     with pytest.raises(InputError):
         build_user_texts(None, np.zeros((3, 3)), None)
+
+
+# -- training_texts: the one builder of a dataset's node texts ---------------------------------
+
+
+def _ml100k_like(tmp_path):
+    """A small dataset imported from GroupLens ml-100k-format raw files (titles with and
+    without a year, multi-genre flags, demographics, ratings 1-5)."""
+    from recmind_dist.data.importers import ML100K_GENRES, import_movielens_raw
+    from recmind_dist.data.schema import load_dataset
+
+    rng = np.random.default_rng(7)
+    n_users, n_items = 40, 60
+    src = tmp_path / "ml-100k"
+    src.mkdir()
+    rows = [f"{u + 1}\t{i + 1}\t{int(rng.integers(1, 4 if u % 10 == 9 else 6))}"
+            f"\t{880000000 + 97 * u + i}"  # every 10th user rates 1-3 only: not in the split
+            for u in range(n_users) for i in rng.choice(n_items, 15, replace=False)]
+    (src / "u.data").write_text("\n".join(rows) + "\n")
+    items = []
+    for i in range(n_items):
+        flags = "|".join("1" if f else "0" for f in rng.random(len(ML100K_GENRES)) < 0.15)
+        title, date = (("unknown", "") if i % 17 == 0 else
+                       (f"Film Number {i}, The ({1950 + i})", f"01-Jan-{1950 + i}"))
+        items.append(f"{i + 1}|{title}|{date}||http://x/{i}|{flags}")
+    (src / "u.item").write_text("\n".join(items) + "\n", encoding="latin-1")
+    occupations = ["writer", "engineer", "student", "other"]
+    users = [f"{u + 1}|{18 + u}|{'MF'[u % 2]}|{occupations[u % 4]}|{10000 + u}"
+             for u in range(n_users)]
+    (src / "u.user").write_text("\n".join(users) + "\n", encoding="latin-1")
+    return load_dataset(import_movielens_raw(src, tmp_path / "ds"))
+
+
+def test_training_texts_equal_the_old_builders(tmp_path) -> None:
+    """Same frames, byte for byte, as the per-module builders they replace (so cached vectors
+    and their keys stay valid)."""
+    from recmind_dist.data.split import make_split
+    from recmind_dist.specs import SplitSpec
+    from recmind_dist.text.templates import (
+        item_texts,
+        training_pairs,
+        training_texts,
+        training_user_texts,
+    )
+
+    ds = _ml100k_like(tmp_path)
+    data = make_split(ds, SplitSpec(), 3)
+    assert data.n_users < ds.n_users  # the rating threshold drops some users from the split
+    spec = TextSpec()
+    items, users = training_texts(ds, data, spec)
+    # the old builders: models.features._item_texts/_user_texts, embed.job.dataset_texts
+    pairs = (data.user_ids[data.train[:, 0]], data.item_ids[data.train[:, 1]])
+    old_items = build_item_texts(ds.items, spec, item_ids=int(ds.meta["n_items"]))
+    old_users = build_user_texts(ds.users, pairs, ds.items, spec,
+                                 user_ids=int(ds.meta["n_users"]))
+    assert items.equals(old_items) and users.equals(old_users)
+    assert items.text.tolist() == old_items.text.tolist()  # str equality, not just frame equality
+    assert users.text.tolist() == old_users.text.tolist()
+    assert item_texts(ds, spec).equals(items) and training_user_texts(ds, data, spec).equals(users)
+    assert all(np.array_equal(a, b) for a, b in zip(training_pairs(data), pairs, strict=True))
+    # augment.attributes.user_profiles built profiles for the split's users only: same texts
+    local = build_user_texts(ds.users, pairs, ds.items, spec, user_ids=data.user_ids)
+    by_id = dict(zip(users.id.tolist(), users.text.tolist(), strict=True))
+    assert all(by_id[i] == t for i, t in zip(local.id.tolist(), local.text.tolist(), strict=True))
+    # what the texts look like (the fixture is realistic, not empty)
+    assert items.has_text.all() and users.has_text.all()
+    assert items.text.iloc[1] == ("Film Number 1, The (1951). Genres: unknown, Documentary, "
+                                  "Fantasy, Film-Noir, Thriller.")
+    assert users.text.iloc[0].startswith("A 18-year-old M writer. Top genres: ")
+    assert users.text.iloc[9] == "A 27-year-old F engineer."  # outside the split: no history

@@ -20,7 +20,6 @@ model factory can find the artefact of a job from ``(model spec, split)`` alone.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recmind_dist.hashing import stable_hash
 from recmind_dist.io import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
@@ -55,13 +55,9 @@ ARTIFACT_VERSION = 1
 PROMPT_VERSION = "llmrec-v1"
 
 
-def _h(obj: Any, n: int = 16) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
-
-
 def artifact_key(inputs: dict[str, Any]) -> str:
     """Content key of an augmentation from everything that changes it."""
-    return _h({"version": ARTIFACT_VERSION, **inputs})
+    return stable_hash({"version": ARTIFACT_VERSION, **inputs})
 
 
 def artifact_dir(root: str | Path, dataset_checksum: str, key: str) -> Path:

@@ -13,7 +13,7 @@ Items
 
 Users
   Facts = demographics + top genres + liked titles from TRAINING interactions only
-  (:func:`recmind_dist.text.templates.build_user_texts`), rewritten into a short profile by
+  (:func:`recmind_dist.text.templates.training_user_texts`), rewritten into a short profile by
   :func:`recmind_dist.text.generate.write_profiles` (offline: the facts themselves).
 
 :func:`embed_side_texts` embeds both with the frozen encoder (MiniLM by default).
@@ -31,7 +31,7 @@ import pandas as pd
 
 from recmind_dist.data.split import SplitData
 from recmind_dist.specs import TextSpec
-from recmind_dist.text.templates import build_item_texts, build_user_texts
+from recmind_dist.text.templates import item_texts, training_user_texts
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ ATTRIBUTES = ("director", "country", "language")
 def item_base_texts(dataset: Any, data: SplitData, text_spec: TextSpec | None = None
                     ) -> list[str]:
     """Metadata text of every LOCAL item of ``data`` (title, year, genres)."""
-    texts = build_item_texts(dataset.items, text_spec or TextSpec(), item_ids=dataset.n_items)
+    texts = item_texts(dataset, text_spec or TextSpec())
     by_id = dict(zip(texts["id"].tolist(), texts["text"].tolist(), strict=True))
     return [by_id.get(int(c), "") or f"Item {int(c)}" for c in data.item_ids]
 
@@ -170,9 +170,7 @@ def user_profiles(gen: Any, dataset: Any, data: SplitData, text_spec: TextSpec |
     """Profile per LOCAL user (from TRAINING interactions only) + stats."""
     from recmind_dist.text.generate import ProfileRecord, write_profiles
 
-    train_pairs = (data.user_ids[data.train[:, 0]], data.item_ids[data.train[:, 1]])
-    facts = build_user_texts(dataset.users, train_pairs, dataset.items, text_spec or TextSpec(),
-                             user_ids=data.user_ids)
+    facts = training_user_texts(dataset, data, text_spec or TextSpec())
     by_id = dict(zip(facts["id"].tolist(), facts["text"].tolist(), strict=True))
     recs = [ProfileRecord("user", int(c), by_id.get(int(c), "")) for c in data.user_ids]
     outs = write_profiles(gen, recs)

@@ -20,7 +20,6 @@ from typing import Any
 from recmind_dist.augment.artifact import (
     PROMPT_VERSION,
     AugmentArtifact,
-    _h,
     artifact_key,
     load_artifact,
     log_to_mlflow,
@@ -30,6 +29,7 @@ from recmind_dist.augment.artifact import (
 )
 from recmind_dist.data.split import SplitData
 from recmind_dist.errors import InputError
+from recmind_dist.hashing import stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def _aug_settings(model_spec: Any) -> dict[str, Any]:
 
 def pointer_key(model_spec: Any, split_key: str) -> str:
     """What the job spec says (before the base is resolved) -> artefact pointer."""
-    return _h({"split": split_key, "base_run": model_spec.base_run, **_aug_settings(model_spec)})
+    return stable_hash({"split": split_key, "base_run": model_spec.base_run, **_aug_settings(model_spec)})
 
 
 def find_artifact(model_spec: Any, data: SplitData) -> AugmentArtifact | None:

@@ -1,5 +1,7 @@
-"""Datasets: the canonical directory (schema), importers / fetchers (sources), synthetic data."""
+"""Datasets: the canonical directory (schema), importers, fetching known datasets, synthetic data."""
 
+from recmind_dist.data.fetch import REGISTRY, FetchError, KnownDataset, fetch_dataset
+from recmind_dist.data.importers import import_movielens_raw, import_recbole_atomic, import_table
 from recmind_dist.data.schema import (
     Dataset,
     encode_ids,
@@ -7,15 +9,6 @@ from recmind_dist.data.schema import (
     load_dataset,
     validate_interactions,
     write_dataset,
-)
-from recmind_dist.data.sources import (
-    REGISTRY,
-    FetchError,
-    KnownDataset,
-    fetch_dataset,
-    import_movielens_raw,
-    import_recbole_atomic,
-    import_table,
 )
 from recmind_dist.data.synthetic import generate_synthetic
 

@@ -20,7 +20,6 @@ validation/test item. A rerun with the same keys reads the Parquet files and loa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -29,11 +28,13 @@ from typing import Any, Literal
 import numpy as np
 
 from recmind_dist.data.split import SplitData
-from recmind_dist.embed.job import read_embeddings, run_embedding_job
+from recmind_dist.embed.job import run_embedding_job
+from recmind_dist.embed.shards import read_embeddings
+from recmind_dist.hashing import stable_hash
 from recmind_dist.io import write_json
 from recmind_dist.models.inputs import NodeFeatures
 from recmind_dist.specs import EmbedSpec, TextSpec
-from recmind_dist.text.templates import build_item_texts, build_user_texts
+from recmind_dist.text.templates import item_texts, training_texts, training_user_texts
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +60,6 @@ def align_to_local(
     return out, has
 
 
-def _h(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def feature_cache_keys(
     dataset_checksum: str, split_key: str, text_spec: TextSpec, embed_spec: EmbedSpec
 ) -> tuple[str, str]:
@@ -72,21 +69,9 @@ def feature_cache_keys(
     model_id = embed_spec.model or default_model_path()
     emb = {"fp": embed_spec.fingerprint(model_id), "max_texts": embed_spec.max_texts}
     text = text_spec.model_dump(mode="json")
-    item_key = _h({"ds": dataset_checksum, "text": text, "embed": emb})
-    user_key = _h({"ds": dataset_checksum, "split": split_key, "text": text, "embed": emb})
+    item_key = stable_hash({"ds": dataset_checksum, "text": text, "embed": emb})
+    user_key = stable_hash({"ds": dataset_checksum, "split": split_key, "text": text, "embed": emb})
     return item_key, user_key
-
-
-def _item_texts(dataset: Any, text_spec: TextSpec) -> Any:
-    """(id, text, has_text) of every item, from the text spec's item template."""
-    return build_item_texts(dataset.items, text_spec, item_ids=dataset.n_items)
-
-
-def _user_texts(dataset: Any, data: SplitData, text_spec: TextSpec) -> Any:
-    """(id, text, has_text) of every user: a profile from the TRAINING edges only."""
-    train_pairs = (data.user_ids[data.train[:, 0]], data.item_ids[data.train[:, 1]])
-    return build_user_texts(dataset.users, train_pairs, dataset.items, text_spec,
-                            user_ids=dataset.n_users)
 
 
 def _cached(path: Path, key: str) -> bool:
@@ -125,14 +110,14 @@ def node_text_features(
     computed = []
     results: dict[str, Any] = {}  # kind -> EmbedResult of this call (throughput, shards)
     if not _cached(item_file, item_key):
-        items = _item_texts(dataset, text_spec)
+        items = item_texts(dataset, text_spec)
         results["items"] = run_embedding_job({"items": items}, embed_spec, item_dir, progress=progress,
                           backend=backend, **job_kwargs)
         write_json({"key": item_key, "dataset_checksum": checksum}, item_dir / "embeddings" /
                    "features_key.json")
         computed.append("items")
     if not _cached(user_file, user_key):
-        users = _user_texts(dataset, data, text_spec)
+        users = training_user_texts(dataset, data, text_spec)
         results["users"] = run_embedding_job({"users": users}, embed_spec, user_dir, progress=progress,
                           backend=backend, **job_kwargs)
         write_json({"key": user_key, "split_key": data.key, "dataset_checksum": checksum},
@@ -163,8 +148,9 @@ def attach_node_texts(features: NodeFeatures, dataset: Any, data: SplitData,
 
     text_spec = text_spec or TextSpec()
     embed_spec = embed_spec or EmbedSpec()
-    features.user_text = _texts_by_local(_user_texts(dataset, data, text_spec), data.user_ids)
-    features.item_text = _texts_by_local(_item_texts(dataset, text_spec), data.item_ids)
+    items, users = training_texts(dataset, data, text_spec)
+    features.user_text = _texts_by_local(users, data.user_ids)
+    features.item_text = _texts_by_local(items, data.item_ids)
     features.info.update(lm=embed_spec.model or default_model_path(),
                          pooling=embed_spec.pooling)
     return features

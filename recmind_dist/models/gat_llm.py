@@ -205,8 +205,8 @@ def profile_features(
 ):
     """LM-written profiles as node features: facts -> ``write_profiles`` -> encoder.
 
-    The facts of a node are its templated text (:func:`build_item_texts` /
-    :func:`build_user_texts` over TRAINING edges only, so no held-out item can reach a
+    The facts of a node are its templated text (:func:`~recmind_dist.text.templates.
+    training_texts`: user profiles over TRAINING edges only, so no held-out item can reach a
     profile). Each is rewritten by ``gen`` (cached by prompt); an answer that does not parse
     after the generator's retries falls back to the templated facts (counted in
     ``info['profiles_fallback']``). The texts are embedded by the embedding job and cached
@@ -214,33 +214,30 @@ def profile_features(
     spec, generator backend and model). With the offline backend the profiles equal the
     templated texts, i.e. the vectors equal :func:`node_text_features`'s.
     """
-    import hashlib
-    import json
     from pathlib import Path
 
     import pandas as pd
 
-    from recmind_dist.embed.job import read_embeddings, run_embedding_job
+    from recmind_dist.embed.job import run_embedding_job
+    from recmind_dist.embed.shards import read_embeddings
+    from recmind_dist.hashing import stable_hash
     from recmind_dist.models.features import align_to_local, feature_cache_keys
     from recmind_dist.models.inputs import NodeFeatures
     from recmind_dist.specs import EmbedSpec, TextSpec
     from recmind_dist.text.generate import ProfileRecord, write_profiles
-    from recmind_dist.text.templates import build_item_texts, build_user_texts
+    from recmind_dist.text.templates import training_texts
 
     text_spec, embed_spec = text_spec or TextSpec(), embed_spec or EmbedSpec()
     checksum = str(dataset.checksum)
     _, user_key = feature_cache_keys(checksum, data.key, text_spec, embed_spec)
-    key = hashlib.sha256(json.dumps([user_key, gen.backend_name, gen.model_name]).encode()
-                         ).hexdigest()[:16]
+    key = stable_hash([user_key, gen.backend_name, gen.model_name])
     out_dir = Path(cache_root) / checksum[:16] / f"profiles-{key}"
     files = {k: out_dir / "embeddings" / f"{k}.parquet" for k in ("users", "items")}
     info: dict = {"profiles_backend": gen.backend_name, "profiles_model": gen.model_name,
                   "cache": str(out_dir)}
     if not all(f.exists() for f in files.values()):
-        pairs = (data.user_ids[data.train[:, 0]], data.item_ids[data.train[:, 1]])
-        tables = {"items": build_item_texts(dataset.items, text_spec, item_ids=dataset.n_items),
-                  "users": build_user_texts(dataset.users, pairs, dataset.items, text_spec,
-                                            user_ids=dataset.n_users)}
+        items, users = training_texts(dataset, data, text_spec)
+        tables = {"items": items, "users": users}
         fallback = 0
         for kind, df in tables.items():
             has = df["has_text"].to_numpy()

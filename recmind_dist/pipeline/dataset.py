@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 def resolve_dataset(data: DataSpec) -> Dataset:
     """Load (fetching, importing or generating once, then cached) the job's dataset."""
-    from recmind_dist.data import sources, synthetic
+    from recmind_dist.data import fetch, importers, synthetic
 
     cache = Path(data.cache_dir)
     if data.path is not None:
@@ -44,10 +44,10 @@ def resolve_dataset(data: DataSpec) -> Dataset:
                 mapping["rating"] = t.rating
             if t.timestamp:
                 mapping["timestamp"] = t.timestamp
-            sources.import_table(t.path, mapping, out, t.items_path, t.users_path)
+            importers.import_table(t.path, mapping, out, t.items_path, t.users_path)
         return load_dataset(out)
     if data.source:
-        return load_dataset(sources.fetch_dataset(data.source, cache))
+        return load_dataset(fetch.fetch_dataset(data.source, cache))
     raise InputError(None, "data", "set one of data.source, data.path, data.table, data.synthetic")
 
 

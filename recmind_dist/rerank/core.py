@@ -37,7 +37,7 @@ from recmind_dist.text.generate import (
     rerank_with_justifications_many,
     template_justification,
 )
-from recmind_dist.text.templates import build_item_texts, build_user_texts
+from recmind_dist.text.templates import item_texts, training_user_texts
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def _clean(v: Any) -> str | None:
 def item_infos(dataset: Any, text_spec: TextSpec | None = None) -> dict[int, ItemInfo]:
     """canonical item id -> :class:`ItemInfo` (title, templated description, genres, year)."""
     spec = text_spec or TextSpec()
-    texts = build_item_texts(dataset.items, spec, item_ids=dataset.n_items)
+    texts = item_texts(dataset, spec)
     text_by_id = dict(zip(texts["id"].tolist(), texts["text"].tolist(), strict=True))
     rows: dict[int, dict[str, Any]] = {}
     if dataset.items is not None and len(dataset.items):
@@ -110,9 +110,7 @@ class Reranker:
         self.text_spec = text_spec or TextSpec()
         self.infos = item_infos(dataset, self.text_spec)
         self.catalogue_titles = sorted({i.title for i in self.infos.values()})
-        pairs = (data.user_ids[data.train[:, 0]], data.item_ids[data.train[:, 1]])
-        prof = build_user_texts(dataset.users, pairs, dataset.items, self.text_spec,
-                                user_ids=dataset.n_users)
+        prof = training_user_texts(dataset, data, self.text_spec)
         self.profile = dict(zip(prof["id"].tolist(), prof["text"].tolist(), strict=True))
         # training history per local user, most popular first (like the templated profile)
         deg = data.item_degree

@@ -15,6 +15,11 @@ empty/blank strings) are dropped *gracefully* at three levels, in this order:
 3. a sentence whose fields are all missing is removed (``"Genres: {genres}."`` disappears).
 
 If every field of a template is missing the result is no text at all.
+
+:func:`training_texts` is the one place that turns a dataset and its split into the node
+texts every consumer uses (embedding cache, LoRA tower, LLMRec side information, re-ranking,
+LM-written profiles): one item description per dataset item and one profile per dataset user
+summarising the split's TRAINING edges only.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import re
 import string
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -33,14 +38,22 @@ import pandas as pd
 from recmind_dist.errors import InputError
 from recmind_dist.specs.text import TextSpec, template_fields
 
+if TYPE_CHECKING:
+    from recmind_dist.data.schema import Dataset
+    from recmind_dist.data.split import SplitData
+
 log = logging.getLogger(__name__)
 
 __all__ = [
     "TextSpec",
     "build_item_texts",
     "build_user_texts",
+    "item_texts",
     "render_template",
     "template_fields",
+    "training_pairs",
+    "training_texts",
+    "training_user_texts",
 ]
 
 _SENT = "\x00"  # sentinel framing field slots inside a template while we cut clauses
@@ -315,3 +328,36 @@ def build_user_texts(users_df: pd.DataFrame | None, train_pairs: Any,
     out = _frame(ids, texts)
     log.info("user texts: %d/%d with text", int(out.has_text.sum()), len(out))
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# a dataset and its split -> node texts
+# --------------------------------------------------------------------------------------------
+
+
+def training_pairs(data: SplitData) -> tuple[np.ndarray, np.ndarray]:
+    """Canonical ``(user ids, item ids)`` of ``data``'s TRAINING edges."""
+    return data.user_ids[data.train[:, 0]], data.item_ids[data.train[:, 1]]
+
+
+def item_texts(dataset: Dataset, text_spec: TextSpec) -> pd.DataFrame:
+    """``(id, text, has_text)`` of every dataset item ``0..n_items-1`` from
+    ``text_spec.item_template`` (item texts do not depend on the split)."""
+    return build_item_texts(dataset.items, text_spec, item_ids=dataset.n_items)
+
+
+def training_user_texts(dataset: Dataset, data: SplitData, text_spec: TextSpec) -> pd.DataFrame:
+    """``(id, text, has_text)`` of every dataset user ``0..n_users-1``: demographics plus a
+    summary of the user's TRAINING edges in ``data`` (no validation/test item can appear)."""
+    return build_user_texts(dataset.users, training_pairs(data), dataset.items, text_spec,
+                            user_ids=dataset.n_users)
+
+
+def training_texts(dataset: Dataset, data: SplitData, text_spec: TextSpec
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(item texts, training-only user profiles) of a dataset and its split, canonical ids.
+
+    The frames the embedding cache embeds (``recmind_dist.models.features``); callers that
+    need one of them call :func:`item_texts` / :func:`training_user_texts` directly.
+    """
+    return item_texts(dataset, text_spec), training_user_texts(dataset, data, text_spec)

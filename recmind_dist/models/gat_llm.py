@@ -234,10 +234,10 @@ def profile_features(
     import pandas as pd
 
     from recmind_dist.embed.job import read_embeddings, run_embedding_job
+    from recmind_dist.generation import ProfileRecord, write_profiles
     from recmind_dist.models.features import align_to_local, feature_cache_keys
     from recmind_dist.models.inputs import NodeFeatures
     from recmind_dist.specs import EmbedSpec, TextSpec
-    from recmind_dist.text.generate import ProfileRecord, write_profiles
     from recmind_dist.text.templates import build_item_texts, build_user_texts
 
     text_spec, embed_spec = text_spec or TextSpec(), embed_spec or EmbedSpec()

@@ -42,8 +42,8 @@ def model_features(spec: JobSpec, dataset: Dataset, data: SplitData):
     from recmind_dist.models.features import node_text_features
 
     if getattr(spec.model, "profiles", None) is not None:  # GAT-LLM with LM-written profiles
+        from recmind_dist.generation import Generator
         from recmind_dist.models.gat_llm import profile_features
-        from recmind_dist.text.generate import Generator
 
         return profile_features(dataset, data, Generator(spec.model.profiles), spec.text,
                                 spec.embed, features_root(spec),

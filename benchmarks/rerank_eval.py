@@ -16,10 +16,10 @@ import time
 import numpy as np
 
 from recmind_dist.eval.evaluator import SplitEvaluator
+from recmind_dist.generation import Generator
 from recmind_dist.pipeline import load_run
 from recmind_dist.rerank import Reranker, evaluate_rerank
 from recmind_dist.specs import GenerateSpec
-from recmind_dist.text.generate import Generator
 
 KEYS = ("recall_at_10", "ndcg_at_10", "ndcg_at_20", "mrr_at_20", "recall_at_20")
 

@@ -305,11 +305,11 @@ def recommend(
     import numpy as np
 
     from recmind_dist.eval.evaluator import SplitEvaluator
+    from recmind_dist.generation import Generator
     from recmind_dist.pipeline import load_run
     from recmind_dist.rerank import Reranker
     from recmind_dist.rerank.core import topk_for_users
     from recmind_dist.specs import GenerateSpec, TrackingSpec
-    from recmind_dist.text.generate import Generator
     from recmind_dist.tracking import tracking_uri as resolve_uri
 
     if backend not in ("offline", "hf", "openai"):

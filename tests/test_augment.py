@@ -13,11 +13,11 @@ from recmind_dist.augment.candidates import topn_candidates
 from recmind_dist.augment.denoise import FeatureMAE, mask_dims, n_pruned, prune_keep_mask
 from recmind_dist.augment.implicit import augment_implicit
 from recmind_dist.data.split import make_split
+from recmind_dist.generation import Backend, Generator
 from recmind_dist.graph.adjacency import normalized_adjacency
 from recmind_dist.models.lightgcn import LightGCN
 from recmind_dist.models.llmrec import LLMRec
 from recmind_dist.specs import GenerateSpec, JobSpec, SplitSpec
-from recmind_dist.text.generate import Backend, Generator
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def test_implicit_triples_never_use_a_positive_and_stay_apart(split):
         return "liked: 1\ndisliked: 4"
 
     backend = ScriptedBackend(rule)
-    gen = Generator(GenerateSpec(max_retries=1), backend=backend)
+    gen = Generator(GenerateSpec(format_retries=1), backend=backend)
     triples, stats = augment_implicit(gen, split, cands, [f"Movie {i}" for i in
                                                           range(split.n_items)], max_history=20)
     assert stats["prompted"] == split.n_users
@@ -252,7 +252,7 @@ def test_pipeline_end_to_end_with_tiny_random_hf_causal_lm(tiny_dataset, tmp_pat
     from recmind_dist.augment.run import run_llmrec
 
     spec = _tiny_spec(tiny_dataset, tmp_path, lm={"backend": "hf", "max_new_tokens": 6,
-                                                   "batch_size": 16, "max_retries": 1,
+                                                   "batch_size": 16, "format_retries": 1,
                                                    "temperature": 1.0, "top_p": 1.0})
     tok, model = _tiny_causal_lm()
     gen = Generator(spec.model.lm.model_copy(update={"cache_dir": tmp_path / "gen"}),

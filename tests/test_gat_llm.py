@@ -117,9 +117,9 @@ def test_training_learns_groups_with_text_features():
 
 def test_lm_written_profiles_become_features(tiny_dataset, tmp_path):
     from recmind_dist.data.split import make_split
+    from recmind_dist.generation import Generator
     from recmind_dist.models.gat_llm import profile_features
     from recmind_dist.specs import GenerateSpec, SplitSpec
-    from recmind_dist.text.generate import Generator
 
     class Writer:  # a "generative LM": rewrites every other profile, garbage for the rest
         name, model_name = "fake", "writer"
@@ -129,7 +129,7 @@ def test_lm_written_profiles_become_features(tiny_dataset, tmp_path):
                     "###" for r in requests]
 
     data = make_split(tiny_dataset, SplitSpec(threshold=None), 0)
-    gen = Generator(GenerateSpec(max_retries=0), backend=Writer())
+    gen = Generator(GenerateSpec(format_retries=0), backend=Writer())
     f = profile_features(tiny_dataset, data, gen, cache_root=tmp_path)
     assert f.user_vec.shape == (data.n_users, 384) and f.item_has_text.all()
     assert f.info["profiles_backend"] == "fake" and f.info["profiles_fallback"] == 35

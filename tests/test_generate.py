@@ -1,20 +1,16 @@
-"""Generative backends: offline answers, tiny random HF causal LM (garbage survives the
-parser), an OpenAI-compatible server on 127.0.0.1, the Parquet cache and retries."""
+"""Generation engine and tasks: offline answers, tiny random HF causal LM (garbage survives
+the parser), parsers and format re-asks. The cache is tested in test_generation_cache.py, the
+OpenAI-compatible HTTP backend in test_generation_openai.py."""
 
 from __future__ import annotations
 
-import json
-import threading
 import zlib
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import numpy as np
 import pytest
 
 from recmind_dist.errors import InputError
-from recmind_dist.specs import GenerateSpec
-from recmind_dist.text.generate import (
-    GenerationCache,
+from recmind_dist.generation import (
     Generator,
     ItemInfo,
     ProfileRecord,
@@ -26,6 +22,7 @@ from recmind_dist.text.generate import (
     rerank_with_justifications,
     write_profiles,
 )
+from recmind_dist.specs import GenerateSpec
 
 
 class BagEncoder:
@@ -68,6 +65,38 @@ def test_offline_tasks_record_backend_and_parse():
     assert g.stats["ok"] == 3 and g.stats["skipped"] == 0
 
 
+def test_offline_answers_match_the_former_single_module():
+    """Texts and cache keys pinned from text/generate.py before the split (same prompts, same
+    encoder): the task modules' offline answers and the keys are unchanged."""
+    g = offline(offline_rerank_weight=1.0)
+    cands = [ItemInfo("Scream", CANDS[0], {"genres": "Horror", "year": "1996"}),
+             ItemInfo("Lion King", CANDS[1], {"genres": "Animation, Comedy", "year": "1994"}),
+             ItemInfo("Heat", CANDS[2], {"genres": "Crime", "year": "1995"})]
+    hist = [ItemInfo("Toy Story", HIST[0], {"genres": "Animation, Comedy"}),
+            ItemInfo("Aladdin", HIST[1], {"genres": "Animation"})]
+    r = rerank_with_justifications(g, "likes animation", cands, hist)
+    assert r.text == (
+        "1: Lion King (1994) is an animation / comedy movie, recommended because you liked "
+        "Toy Story, which is also animation / comedy.\n"
+        "2: Heat (1995) is a crime movie, recommended because you liked Toy Story.\n"
+        "0: Scream (1996) is a horror movie, recommended because you liked Aladdin.")
+    assert r.key == "5b38987c3624aeee4f4fc3db7f0ab6ef6436fafe60fdd503585a949bca97858a"
+    o = choose_liked_disliked(offline(), HIST, CANDS[::-1])
+    assert o.text == "liked: 1\ndisliked: 2"
+    assert o.key == "83ecde33eac195c59270a86a85b1e3901dc2047411046c6cde46f54d573676b4"
+
+
+def test_offline_backend_dispatches_to_the_task_modules():
+    from recmind_dist.generation.tasks import OFFLINE_TASKS
+
+    assert set(OFFLINE_TASKS) == {"profile", "liked_disliked", "rerank"}
+    g = offline()
+    assert g.backend.generate([Request("no_such_task", "p", {})]) == [""]
+    req = Request("profile", "p", {"facts": "  Likes noir.  "})
+    assert g.backend.generate([req]) == [OFFLINE_TASKS["profile"].offline_answer(
+        req.payload, g.backend.vectors, g.spec)] == ["Likes noir."]
+
+
 def test_parsers_reject_bad_answers():
     req = Request("liked_disliked", "", {"candidates": CANDS})
     assert parse_liked_disliked("Liked: [2]\nDisliked: 0", req) == (2, 0)
@@ -97,30 +126,13 @@ class FlakyBackend:
 
 
 def test_retry_then_skip_counted_never_crash():
-    g = Generator(GenerateSpec(max_retries=2), backend=FlakyBackend(good_after=1))
+    g = Generator(GenerateSpec(format_retries=2), backend=FlakyBackend(good_after=1))
     (o,) = choose_liked_disliked_many(g, [(HIST, CANDS)])
     assert o.ok and o.attempts == 2 and g.stats["retries"] == 1
-    g = Generator(GenerateSpec(max_retries=1), backend=FlakyBackend(good_after=5))
+    g = Generator(GenerateSpec(format_retries=1), backend=FlakyBackend(good_after=5))
     outs = choose_liked_disliked_many(g, [(HIST, CANDS)] * 3)
     assert [o.ok for o in outs] == [False] * 3 and all(o.parsed is None for o in outs)
     assert g.stats["skipped"] == 3 and g.skipped_by_task == {"liked_disliked": 3}
-
-
-def test_cache_rerun_costs_nothing_and_resumes(tmp_path):
-    g = offline(tmp_path / "cache", ray_chunk=2)
-    cases = [(HIST, CANDS[i:] + CANDS[:i]) for i in range(3)]
-    first = choose_liked_disliked_many(g, cases)
-    assert g.stats["generated"] == 3 and len(list((tmp_path / "cache").glob("part-*"))) == 2
-    g2 = Generator(GenerateSpec(cache_dir=tmp_path / "cache"), backend=FlakyBackend(0))
-    g2.backend.name, g2.backend.model_name = "offline", "bag-of-words"  # same key space
-    g2.backend.params = g.backend.params
-    again = choose_liked_disliked_many(g2, cases + [(HIST, CANDS[::-1])])
-    assert [o.parsed for o in again[:3]] == [o.parsed for o in first]
-    assert all(o.cached for o in again[:3]) and not again[3].cached
-    assert g2.stats["cache_hits"] == 3 and g2.backend.calls == 1  # only the new prompt
-    cache = GenerationCache(tmp_path / "cache")
-    assert len(cache) == 4 and cache.compact() is not None
-    assert len(GenerationCache(tmp_path / "cache")) == 4
 
 
 # ------------------------------------------------------------------------------ tiny HF LM
@@ -151,7 +163,7 @@ def tiny_lm(with_chat: bool):
 @pytest.mark.parametrize("with_chat", [False, True])
 def test_hf_tiny_random_lm_garbage_is_skipped_and_counted(with_chat):
     tok, model = tiny_lm(with_chat)
-    spec = GenerateSpec(backend="hf", max_new_tokens=8, batch_size=2, max_retries=1,
+    spec = GenerateSpec(backend="hf", max_new_tokens=8, batch_size=2, format_retries=1,
                         temperature=0.8, top_p=0.9)
     g = Generator(spec, model=model, tokenizer=tok)
     assert g.backend.chat is with_chat
@@ -169,74 +181,10 @@ def test_hf_loads_from_local_path(tmp_path):
     model.save_pretrained(tmp_path / "lm")
     tok.save_pretrained(tmp_path / "lm")
     g = Generator(GenerateSpec(backend="hf", model=str(tmp_path / "lm"), max_new_tokens=4,
-                               max_retries=0))
+                               format_retries=0))
     (o,) = choose_liked_disliked_many(g, [(HIST, CANDS)])
     assert o.model == str(tmp_path / "lm") and not o.ok
     with pytest.raises(InputError, match="model"):
         Generator(GenerateSpec(backend="hf"))
     with pytest.raises(InputError, match="extra|config.json"):
         Generator(GenerateSpec(backend="hf", model=str(tmp_path)))
-
-
-# ------------------------------------------------------------------ OpenAI-compatible server
-
-
-@pytest.fixture
-def chat_server():
-    seen = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            seen.append((self.path, body, self.headers.get("Authorization")))
-            prompt = body["messages"][0]["content"]
-            answer = "liked: 1\ndisliked: 0" if "attempt" in prompt else "liked: 99"
-            if "FAIL" in prompt:
-                self.send_response(500)
-                self.end_headers()
-                return
-            data = json.dumps({"choices": [{"message": {"content": answer}}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *a):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1", seen
-    server.shutdown()
-    server.server_close()
-    t.join(5)
-
-
-def test_openai_compatible_endpoint(chat_server, monkeypatch):
-    url, seen = chat_server
-    monkeypatch.setenv("MY_KEY", "sekrit")
-    g = Generator(GenerateSpec(backend="openai", base_url=url, model="tiny", api_key_env="MY_KEY",
-                               max_retries=1))
-    outs = choose_liked_disliked_many(g, [(HIST, CANDS), (HIST, ["FAIL", "x"])])
-    assert outs[0].ok and outs[0].parsed == (1, 0) and outs[0].attempts == 2
-    assert outs[0].backend == "openai" and outs[0].model == "tiny"
-    assert not outs[1].ok and g.stats["transport_errors"] >= 1
-    path, body, auth = seen[0]
-    assert path == "/v1/chat/completions" and body["model"] == "tiny" and auth == "Bearer sekrit"
-    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    with pytest.raises(InputError, match="base_url"):
-        Generator(GenerateSpec(backend="openai", model="x"))
-
-
-def test_cache_key_includes_answer_changing_settings(tmp_path):
-    cands = [ItemInfo(f"M{i}", CANDS[i % 3]) for i in range(6)]
-    a = Generator(GenerateSpec(cache_dir=tmp_path, offline_rerank_weight=0.0),
-                  encoder=BagEncoder())
-    b = Generator(GenerateSpec(cache_dir=tmp_path, offline_rerank_weight=1.0),
-                  encoder=BagEncoder())
-    ra = rerank_with_justifications(a, "", cands, [HIST[0]])
-    rb = rerank_with_justifications(b, "", cands, [HIST[0]])
-    assert not rb.cached and [i for i, _ in ra.parsed] == list(range(6))
-    assert a.key("p") != b.key("p")

@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 from recmind_dist.data.split import make_split
 from recmind_dist.eval.evaluator import SplitEvaluator
+from recmind_dist.generation import Generator
 from recmind_dist.models.gat_llm import GATLLM
 from recmind_dist.rerank import Reranker, evaluate_rerank, ungrounded_likes
 from recmind_dist.specs import EvalSpec, GATLLMSpec, GenerateSpec, SplitSpec
-from recmind_dist.text.generate import Generator
 
 
 def _setup(ds, weight=0.5):

@@ -14,7 +14,7 @@ Items
 Users
   Facts = demographics + top genres + liked titles from TRAINING interactions only
   (:func:`recmind_dist.text.templates.training_user_texts`), rewritten into a short profile by
-  :func:`recmind_dist.text.generate.write_profiles` (offline: the facts themselves).
+  :func:`recmind_dist.generation.tasks.profile.write_profiles` (offline: the facts themselves).
 
 :func:`embed_side_texts` embeds both with the frozen encoder (MiniLM by default).
 """
@@ -144,7 +144,7 @@ def enrich_items(gen: Any, dataset: Any, data: SplitData, text_spec: TextSpec | 
         stats.update(enriched=sum(bool(a) for a in aud), skipped=0,
                      how="audience from training interactions (offline: no attribute is invented)")
     else:
-        from recmind_dist.text.generate import Request
+        from recmind_dist.generation import Request
 
         reqs = [Request("item_attributes", prompt_attributes(b, missing),
                         {"fields": list(missing), "item": b}) for b in base]
@@ -168,7 +168,7 @@ def enrich_items(gen: Any, dataset: Any, data: SplitData, text_spec: TextSpec | 
 def user_profiles(gen: Any, dataset: Any, data: SplitData, text_spec: TextSpec | None = None
                   ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Profile per LOCAL user (from TRAINING interactions only) + stats."""
-    from recmind_dist.text.generate import ProfileRecord, write_profiles
+    from recmind_dist.generation import ProfileRecord, write_profiles
 
     facts = training_user_texts(dataset, data, text_spec or TextSpec())
     by_id = dict(zip(facts["id"].tolist(), facts["text"].tolist(), strict=True))

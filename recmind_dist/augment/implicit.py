@@ -3,7 +3,7 @@
 For every user u with candidates C_u (the base model's top-N, training positives excluded,
 see :mod:`recmind_dist.augment.candidates`), the LM is shown u's TRAINING history (up to
 ``max_history`` items as "Title (year). Genres: ...") and the indexed candidates, and answers
-``liked: i`` / ``disliked: j`` (:func:`recmind_dist.text.generate.choose_liked_disliked_many`:
+``liked: i`` / ``disliked: j`` (:func:`recmind_dist.generation.tasks.liked_disliked.choose_liked_disliked_many`:
 prompt, robust parser, bounded retries, cache). Each valid answer becomes the BPR triple
 ``(u, C_u[i], C_u[j])``.
 
@@ -48,9 +48,9 @@ def history_items(data: SplitData, max_history: int, seed: int = 0) -> list[np.n
 
 
 def choose_many(gen: Any, cases: Sequence[tuple[Sequence[str], Sequence[str]]]) -> list[Any]:
-    """Adapter over the shared backend (:mod:`recmind_dist.text.generate`): one ``Output``
+    """Adapter over the shared backend (:mod:`recmind_dist.generation`): one ``Output``
     (``ok``, ``parsed = (liked, disliked)``, ``backend``, ``model``) per case."""
-    from recmind_dist.text.generate import choose_liked_disliked_many
+    from recmind_dist.generation import choose_liked_disliked_many
 
     return choose_liked_disliked_many(gen, cases)
 

@@ -92,7 +92,7 @@ def ensure_augmentation(spec: Any, dataset: Any, data: SplitData, generator: Any
                         encoder: Any = None, progress: bool = False) -> AugmentArtifact:
     """Load or make the augmentation artefact of ``spec`` (a JobSpec with an LLMRec model).
 
-    ``generator``: a pre-built :class:`recmind_dist.text.generate.Generator` (e.g. over an HF
+    ``generator``: a pre-built :class:`recmind_dist.generation.Generator` (e.g. over an HF
     model object); default: built from ``model.lm``. ``encoder``: the side-text encoder
     (default: the offline backend's, else the bundled MiniLM).
     """
@@ -128,7 +128,7 @@ def ensure_augmentation(spec: Any, dataset: Any, data: SplitData, generator: Any
         raise InputError("job spec", "model.base_run", "base model split differs from the job's")
     t_cand = time.perf_counter() - t0
     if generator is None:
-        from recmind_dist.text.generate import Generator
+        from recmind_dist.generation import Generator
 
         generator = Generator(generate_spec(m))
     item_texts = attributes.item_base_texts(dataset, data, spec.text)

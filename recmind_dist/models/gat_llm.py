@@ -220,11 +220,11 @@ def profile_features(
 
     from recmind_dist.embed.job import run_embedding_job
     from recmind_dist.embed.shards import read_embeddings
+    from recmind_dist.generation import ProfileRecord, write_profiles
     from recmind_dist.hashing import stable_hash
     from recmind_dist.models.features import align_to_local, feature_cache_keys
     from recmind_dist.models.inputs import NodeFeatures
     from recmind_dist.specs import EmbedSpec, TextSpec
-    from recmind_dist.text.generate import ProfileRecord, write_profiles
     from recmind_dist.text.templates import training_texts
 
     text_spec, embed_spec = text_spec or TextSpec(), embed_spec or EmbedSpec()

@@ -1,7 +1,7 @@
 """Re-rank a model's top-K per user with a generative backend and justify every item.
 
 For a user u (local id) and the model's top-K items (best first), the generator
-(:func:`recmind_dist.text.generate.rerank_with_justifications_many`) sees
+(:func:`recmind_dist.generation.tasks.rerank.rerank_with_justifications_many`) sees
 
 * the user's profile (templated demographics + training-history summary),
 * up to ``max_history`` of the user's TRAINING items (title, description, genres, year),
@@ -10,7 +10,7 @@ For a user u (local id) and the model's top-K items (best first), the generator
 and returns a permutation with one sentence per item. Grounding: the only items a
 justification may call "liked" are the user's training items. LM sentences that name another
 catalogue title after "liked" (:func:`ungrounded_likes`), and sentences an answer left out,
-are replaced by :func:`~recmind_dist.text.generate.template_justification` (counted in
+are replaced by :func:`~recmind_dist.generation.tasks.rerank.template_justification` (counted in
 ``stats``). A request the backend cannot answer after its retries keeps the model's order.
 
 :func:`evaluate_rerank` measures Recall/NDCG/... @k of the test users' top-K before and
@@ -30,13 +30,13 @@ import numpy as np
 import torch
 
 from recmind_dist.data.split import SplitData
-from recmind_dist.specs import TextSpec
-from recmind_dist.text.generate import (
+from recmind_dist.generation import (
     Generator,
     ItemInfo,
     rerank_with_justifications_many,
     template_justification,
 )
+from recmind_dist.specs import TextSpec
 from recmind_dist.text.templates import item_texts, training_user_texts
 
 log = logging.getLogger(__name__)

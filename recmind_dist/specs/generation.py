@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from recmind_dist.specs.base import Spec
 
@@ -26,7 +26,13 @@ class GenerateSpec(Spec):
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(96, gt=0)
     batch_size: int = Field(8, gt=0, description="prompts per generate call / parallel requests")
-    max_retries: int = Field(2, ge=0, description="re-asks of an unparsable answer")
+    http_retries: int = Field(
+        2, ge=0, description="openai: transport retries of one request (connection errors, "
+        "timeouts, HTTP 429 and 5xx; never other 4xx) with exponential backoff, so a request "
+        "goes out at most 1 + http_retries times per format attempt")
+    format_retries: int = Field(
+        2, ge=0, description="re-asks of an answer the task's parser rejects (the prompt gets "
+        "a reminder of the format); a transport failure is not re-asked")
     timeout_s: float = Field(120.0, gt=0, description="openai: per-request timeout")
     cache_dir: Path | None = Field(None, description="Parquet cache directory; None = no cache")
     device: str | None = Field(None, description="hf/offline torch device; None = cuda if any")
@@ -40,3 +46,12 @@ class GenerateSpec(Spec):
         0.3, ge=0, le=1,
         description="offline re-ranking: weight of the encoder-similarity order against the "
         "recommender's order (reciprocal-rank fusion); 0 keeps the order, 1 = similarity only")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_max_retries(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and "max_retries" in raw:
+            raise ValueError(
+                "max_retries was split in two: set http_retries (transport retries of one "
+                "HTTP request) and/or format_retries (re-asks of an unparsable answer)")
+        return raw

@@ -284,7 +284,7 @@ class GATLLMSpec(Spec):
         None, description="feature cache root; None = <data.cache_dir>/features")
     profiles: GenerateSpec | None = Field(
         None, description="LM that rewrites each node's templated facts into a profile "
-        "(text.generate backends); None = the templated texts are the profiles")
+        "(recmind_dist.generation backends); None = the templated texts are the profiles")
 
     @model_validator(mode="after")
     def _heads_divide_dim(self) -> GATLLMSpec:

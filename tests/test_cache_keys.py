@@ -9,7 +9,7 @@ from pathlib import Path
 
 from recmind_dist.augment.artifact import ARTIFACT_VERSION, artifact_key
 from recmind_dist.hashing import stable_hash
-from recmind_dist.models.features import feature_cache_keys
+from recmind_dist.pipeline.features import feature_cache_keys
 from recmind_dist.specs import EmbedSpec, TextSpec
 
 

@@ -118,7 +118,7 @@ def test_training_learns_groups_with_text_features():
 def test_lm_written_profiles_become_features(tiny_dataset, tmp_path):
     from recmind_dist.data.split import make_split
     from recmind_dist.generation import Generator
-    from recmind_dist.models.gat_llm import profile_features
+    from recmind_dist.pipeline.features import profile_features
     from recmind_dist.specs import GenerateSpec, SplitSpec
 
     class Writer:  # a "generative LM": rewrites every other profile, garbage for the rest

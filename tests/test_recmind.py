@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from recmind_dist.data.split import SplitData
 from recmind_dist.graph.adjacency import normalized_adjacency
 from recmind_dist.models.base import Batch
-from recmind_dist.models.features import align_to_local
 from recmind_dist.models.inputs import ModelInputs, NodeFeatures
 from recmind_dist.models.lightgcn import LightGCN
 from recmind_dist.models.recmind import RecMind
 from recmind_dist.models.registry import build_model
+from recmind_dist.pipeline.features import align_to_local
 from recmind_dist.specs import EvalSpec, LightGCNSpec, RecMindSpec, TrainSpec, parse_spec
 
 NU, NI, D_LM = 20, 30, 12

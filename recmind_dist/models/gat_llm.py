@@ -2,7 +2,7 @@
 
 Node features. Each user/item has a profile (LM-written, or the offline templated profile:
 metadata + a summary of the user's TRAINING history, :mod:`recmind_dist.text.templates`),
-embedded by the frozen encoder into ``t_v`` (:func:`recmind_dist.models.features.
+embedded by the frozen encoder into ``t_v`` (:func:`recmind_dist.pipeline.features.
 node_text_features`, cached). The initial GAT features are
 
     features='text':    x_v = W_p t_v + b_p                (learnable projection of frozen t_v)
@@ -191,67 +191,3 @@ class GATLLM(Recommender):
 def stacked_text(features) -> np.ndarray:
     """[U+I, d] profile vectors (users first) from :class:`NodeFeatures`."""
     return np.concatenate([features.user_vec, features.item_vec], 0)
-
-
-def profile_features(
-    dataset,
-    data,
-    gen,
-    text_spec=None,
-    embed_spec=None,
-    cache_root="data/features",
-    backend: Literal["local", "ray"] = "local",
-    **job_kwargs,
-):
-    """LM-written profiles as node features: facts -> ``write_profiles`` -> encoder.
-
-    The facts of a node are its templated text (:func:`~recmind_dist.text.templates.
-    training_texts`: user profiles over TRAINING edges only, so no held-out item can reach a
-    profile). Each is rewritten by ``gen`` (cached by prompt); an answer that does not parse
-    after the generator's retries falls back to the templated facts (counted in
-    ``info['profiles_fallback']``). The texts are embedded by the embedding job and cached
-    under ``<cache_root>/<checksum[:16]>/profiles-<hash>`` keyed by (split, text spec, embed
-    spec, generator backend and model). With the offline backend the profiles equal the
-    templated texts, i.e. the vectors equal :func:`node_text_features`'s.
-    """
-    from pathlib import Path
-
-    import pandas as pd
-
-    from recmind_dist.embed.job import run_embedding_job
-    from recmind_dist.embed.shards import read_embeddings
-    from recmind_dist.generation import ProfileRecord, write_profiles
-    from recmind_dist.hashing import stable_hash
-    from recmind_dist.models.features import align_to_local, feature_cache_keys
-    from recmind_dist.models.inputs import NodeFeatures
-    from recmind_dist.specs import EmbedSpec, TextSpec
-    from recmind_dist.text.templates import training_texts
-
-    text_spec, embed_spec = text_spec or TextSpec(), embed_spec or EmbedSpec()
-    checksum = str(dataset.checksum)
-    _, user_key = feature_cache_keys(checksum, data.key, text_spec, embed_spec)
-    key = stable_hash([user_key, gen.backend_name, gen.model_name])
-    out_dir = Path(cache_root) / checksum[:16] / f"profiles-{key}"
-    files = {k: out_dir / "embeddings" / f"{k}.parquet" for k in ("users", "items")}
-    info: dict = {"profiles_backend": gen.backend_name, "profiles_model": gen.model_name,
-                  "cache": str(out_dir)}
-    if not all(f.exists() for f in files.values()):
-        items, users = training_texts(dataset, data, text_spec)
-        tables = {"items": items, "users": users}
-        fallback = 0
-        for kind, df in tables.items():
-            has = df["has_text"].to_numpy()
-            recs = [ProfileRecord(kind[:-1], int(i), t) for i, t in
-                    zip(df["id"][has].tolist(), df["text"][has].tolist(), strict=True)]
-            outs = write_profiles(gen, recs)
-            texts = [o.parsed if o.ok else r.facts for o, r in zip(outs, recs, strict=True)]
-            fallback += sum(not o.ok for o in outs)
-            df = df.copy()
-            df.loc[has, "text"] = pd.Series(texts, index=df.index[has], dtype=object)
-            tables[kind] = df
-        info["profiles_fallback"] = fallback
-        run_embedding_job(tables, embed_spec, out_dir, progress=False, backend=backend,
-                          **job_kwargs)
-    uvec, uhas = align_to_local(*read_embeddings(files["users"]), data.user_ids)
-    ivec, ihas = align_to_local(*read_embeddings(files["items"]), data.item_ids)
-    return NodeFeatures(uvec, ivec, uhas, ihas, info)

@@ -47,18 +47,18 @@ def model_inputs(spec: JobSpec, dataset: Dataset, data: SplitData) -> ModelInput
     features = None
     if "profiles" in needs:  # GAT-LLM with LM-written profiles
         from recmind_dist.generation import Generator
-        from recmind_dist.models.gat_llm import profile_features
+        from recmind_dist.pipeline.features import profile_features
 
         features = profile_features(dataset, data, Generator(spec.model.profiles), spec.text,
                                     spec.embed, features_root(spec),
                                     backend=spec.model.features_backend)
     elif "text_features" in needs:
-        from recmind_dist.models.features import node_text_features
+        from recmind_dist.pipeline.features import node_text_features
 
         features = node_text_features(dataset, data, spec.text, spec.embed, features_root(spec),
                                       backend=spec.model.features_backend)
     if "node_texts" in needs:
-        from recmind_dist.models.features import attach_node_texts
+        from recmind_dist.pipeline.features import attach_node_texts
 
         features = attach_node_texts(features, dataset, data, spec.text, spec.embed)
     augmentation = None
@@ -94,7 +94,7 @@ def run_embedding(spec: JobSpec, backend: str = "ray", progress: bool = True,
                   ray_address: str | None = None) -> tuple[str, dict]:
     """The embedding job for ``spec`` (items + training-only user profiles), into the same
     cache training reads; throughput and wall time logged to MLflow. Returns (run id, stats)."""
-    from recmind_dist.models.features import node_text_features
+    from recmind_dist.pipeline.features import node_text_features
 
     seed_everything(spec.seed)
     dataset, data = prepare(spec)

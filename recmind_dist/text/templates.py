@@ -357,7 +357,7 @@ def training_texts(dataset: Dataset, data: SplitData, text_spec: TextSpec
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(item texts, training-only user profiles) of a dataset and its split, canonical ids.
 
-    The frames the embedding cache embeds (``recmind_dist.models.features``); callers that
+    The frames the embedding cache embeds (``recmind_dist.pipeline.features``); callers that
     need one of them call :func:`item_texts` / :func:`training_user_texts` directly.
     """
     return item_texts(dataset, text_spec), training_user_texts(dataset, data, text_spec)

@@ -207,7 +207,8 @@ def load_run(
         spec_path = tracking.download_artifact(run_id, "job_spec.yaml")
     except Exception as exc:  # noqa: BLE001 - mlflow raises several types for unknown runs
         raise InputError("--run", "run_id", f"no such MLflow run or no job spec: {exc}") from None
-    spec = parse_spec(yaml.safe_load(spec_path.read_text()), f"run {run_id}/job_spec.yaml")
+    spec = parse_spec(yaml.safe_load(spec_path.read_text()), f"run {run_id}/job_spec.yaml",
+                      logged=True)
     seed_everything(spec.seed)
     dataset, data = prepare(spec)
     model = build_model(spec.model, data, model_inputs(spec, dataset, data), "cpu")

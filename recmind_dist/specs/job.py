@@ -17,7 +17,7 @@ from recmind_dist.hashing import stable_hash
 from recmind_dist.specs.base import Spec
 from recmind_dist.specs.data import DataSpec, SplitSpec
 from recmind_dist.specs.embed import EmbedSpec
-from recmind_dist.specs.models import LightGCNSpec, ModelSpec
+from recmind_dist.specs.models import LEGACY_PRESETS, LightGCNSpec, ModelSpec
 from recmind_dist.specs.text import TextSpec
 
 
@@ -119,13 +119,15 @@ def _first_error(exc: ValidationError) -> tuple[str, str]:
     return loc, msg
 
 
-def parse_spec(raw: Any, source: str) -> JobSpec:
+def parse_spec(raw: Any, source: str, logged: bool = False) -> JobSpec:
+    """Validate a raw job spec. ``logged``: the spec of a run already logged, whose variant
+    presets may predate the conflict check (``specs.models.LEGACY_PRESETS``)."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise InputError(source, None, "a job spec must be a YAML mapping")
     try:
-        return JobSpec.model_validate(raw)
+        return JobSpec.model_validate(raw, context={LEGACY_PRESETS: logged})
     except ValidationError as exc:
         loc, msg = _first_error(exc)
         raise InputError(source, loc, msg) from None

@@ -10,18 +10,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, model_validator
 
 from recmind_dist.specs.base import Spec
 from recmind_dist.specs.generation import GenerateSpec
 
 
-def _apply_preset(raw: Any, presets: dict[str, dict[str, Any]], section: str) -> Any:
+#: Validation context key: the preset's values win over conflicting ones instead of raising.
+#: Only for specs logged before presets existed (their job_spec.yaml kept the raw values of a
+#: variant, e.g. ``variant: no_align`` beside ``lambda_align: 0.1``, which the model ignored).
+LEGACY_PRESETS = "legacy_presets"
+
+
+def _apply_preset(raw: Any, presets: dict[str, dict[str, Any]], section: str,
+                  legacy: bool = False) -> Any:
     """Expand ``variant`` into the settings it stands for.
 
     A preset fills the keys it names; a key the user also set must agree with it (a preset
-    never overrides a value silently). The variant name itself is kept as a label only: no
-    model reads it, every model reads the resolved settings."""
+    never overrides a value silently; ``legacy``: it does, see :data:`LEGACY_PRESETS`). The
+    variant name itself is kept as a label only: no model reads it, every model reads the
+    resolved settings."""
     if not isinstance(raw, dict):
         return raw
     variant = raw.get("variant", "full")
@@ -29,7 +37,7 @@ def _apply_preset(raw: Any, presets: dict[str, dict[str, Any]], section: str) ->
         return raw  # the Literal on ``variant`` reports the unknown name
     out = dict(raw)
     for key, value in presets[variant].items():
-        if key in raw and raw[key] != value:
+        if key in raw and raw[key] != value and not legacy:
             raise ValueError(
                 f"{section}.variant={variant} sets {section}.{key}={value!r}, but the spec "
                 f"also sets {key}={raw[key]!r}; drop one of them"
@@ -240,8 +248,9 @@ class RecMindSpec(Spec):
 
     @model_validator(mode="before")
     @classmethod
-    def _resolve_variant(cls, raw: Any) -> Any:
-        return _apply_preset(raw, RECMIND_PRESETS, "model")
+    def _resolve_variant(cls, raw: Any, info: ValidationInfo) -> Any:
+        legacy = bool(info.context and info.context.get(LEGACY_PRESETS))
+        return _apply_preset(raw, RECMIND_PRESETS, "model", legacy)
 
     @model_validator(mode="after")
     def _effective(self) -> RecMindSpec:
@@ -338,8 +347,9 @@ class LLMRecSpec(Spec):
 
     @model_validator(mode="before")
     @classmethod
-    def _resolve_variant(cls, raw: Any) -> Any:
-        return _apply_preset(raw, LLMREC_PRESETS, "model")
+    def _resolve_variant(cls, raw: Any, info: ValidationInfo) -> Any:
+        legacy = bool(info.context and info.context.get(LEGACY_PRESETS))
+        return _apply_preset(raw, LLMREC_PRESETS, "model", legacy)
 
     @model_validator(mode="after")
     def _effective(self) -> LLMRecSpec:

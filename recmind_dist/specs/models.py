@@ -15,7 +15,6 @@ from pydantic import Field, ValidationInfo, model_validator
 from recmind_dist.specs.base import Spec
 from recmind_dist.specs.generation import GenerateSpec
 
-
 #: Validation context key: the preset's values win over conflicting ones instead of raising.
 #: Only for specs logged before presets existed (their job_spec.yaml kept the raw values of a
 #: variant, e.g. ``variant: no_align`` beside ``lambda_align: 0.1``, which the model ignored).

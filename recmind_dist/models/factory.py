@@ -62,18 +62,9 @@ def build_model(
                 max_length=spec.lora_max_length, r=spec.lora_r, alpha=spec.lora_alpha)
         model = RecMind(
             data.n_users, data.n_items, adj, features, degree,
-            normalized_degree(data.n_users, data.n_items, data.train),
-            dim=spec.dim, n_layers=spec.layers, reg=spec.reg, tau=spec.tau,
-            lambda_align=spec.lambda_align, warmup_epochs=spec.warmup_epochs,
-            queue_size=spec.queue_size, momentum=spec.momentum,
-            adapter_hidden=spec.adapter_hidden, variant=spec.variant, gate_init=spec.gate_init,
-            fixed_gamma=spec.fixed_gamma, late_fusion=spec.late_fusion, fallback=spec.fallback,
-            fallback_hidden=spec.fallback_hidden, align_view=spec.align_view,
-            isolated_text_only=spec.isolated_text_only, warm_negatives=spec.warm_negatives,
-            align_grad=spec.align_grad, text_pca=spec.text_pca, align_nodes=spec.align_nodes,
-            text_tower=tower, lora_nodes=spec.lora_nodes, id_init=spec.id_init,
-            isolated_norm=spec.isolated_norm, cold_dropout=spec.cold_dropout,
-        )  # fmt: skip
+            normalized_degree(data.n_users, data.n_items, data.train), spec=spec,
+            text_tower=tower,
+        )
     elif isinstance(spec, GATLLMSpec):
         from recmind_dist.models.gat_llm import GATLLM, stacked_text
 

@@ -229,7 +229,7 @@ def section_nccl(args: argparse.Namespace, device: torch.device) -> dict[str, An
         for wrap in (False, True):
             seed_everything(spec.seed)
             model = build_model(spec.model, data, ModelInputs(features=feats), device)
-            epoch = model.warmup_epochs + 1
+            epoch = model.spec.warmup_epochs + 1
             torch.manual_seed(0)
             if wrap:
                 net = DistributedDataParallel(LossModule(model), find_unused_parameters=True,

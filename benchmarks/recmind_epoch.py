@@ -30,7 +30,12 @@ from recmind_dist.models.registry import build_model
 from recmind_dist.pipeline import model_inputs, prepare
 from recmind_dist.sampling import NegativeSampler
 from recmind_dist.specs import load_spec
-from recmind_dist.train.loop import iterate_batches, make_optimizer, seed_everything
+from recmind_dist.train.loop import (
+    iterate_batches,
+    make_optimizer,
+    seed_everything,
+    steps_per_epoch,
+)
 
 
 def _sync(device: torch.device) -> None:
@@ -43,7 +48,7 @@ def _epoch(model: Recommender, opt: torch.optim.Optimizer, data, sampler, rng, e
     model.train()
     _sync(device)
     t0 = time.perf_counter()  # on_epoch_start is timed: end-to-end LoRA re-encodes there
-    model.on_epoch_start(epoch)
+    model.on_epoch_start(epoch, steps_per_epoch(len(data.train), batch_size))
     for batch in iterate_batches(data, sampler, batch_size, rng, device):
         loss, _ = model.training_loss(batch, epoch)
         opt.zero_grad(set_to_none=True)
@@ -77,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
     opts = {k: make_optimizer(m, spec.train.lr) for k, m in models.items()}  # the trainer's
     sampler = NegativeSampler(data.n_items, data.train)
     rngs = {k: np.random.default_rng(spec.seed) for k in models}
-    warm = models["recmind"].warmup_epochs
+    warm = models["recmind"].spec.warmup_epochs
     # phases: (name, recmind epoch number) -- warm-up epochs exist only if T_w > 0
     phases = ([("warmup", 1)] if warm > 0 else []) + [("joint", warm + 1)]
     times: dict[str, list[float]] = {"lightgcn": []}

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from recmind_dist.data.split import SplitData
-from recmind_dist.graph.adjacency import normalized_adjacency
+from recmind_dist.eval.gate_probe import gate_summary, probe_report
+from recmind_dist.graph.adjacency import normalized_adjacency, normalized_degree
+from recmind_dist.graph.propagate import layer_mean, lightgcn_layers
+from recmind_dist.losses import bpr_loss
 from recmind_dist.models.base import Batch
 from recmind_dist.models.inputs import ModelInputs, NodeFeatures
 from recmind_dist.models.lightgcn import LightGCN
@@ -18,6 +23,7 @@ from recmind_dist.pipeline.features import align_to_local
 from recmind_dist.specs import EvalSpec, LightGCNSpec, RecMindSpec, TrainSpec, parse_spec
 
 NU, NI, D_LM = 20, 30, 12
+OLD_STATE = Path(__file__).parent / "data" / "recmind_state_b433d43.pt"
 
 
 def _data(seed: int = 0) -> SplitData:
@@ -54,6 +60,15 @@ def _batch(data: SplitData, seed: int = 0) -> Batch:
                  torch.from_numpy(rng.integers(0, NI, len(e))))
 
 
+def _gammas(model: RecMind) -> torch.Tensor:
+    return model.probes()["gate"]
+
+
+def _z(model: RecMind) -> torch.Tensor:
+    """The language view z of every node with the current ID table."""
+    return model.language(model.embedding.weight, model.deg_norm)
+
+
 def test_spec_parses_and_defaults_documented():
     spec = parse_spec({"model": {"name": "recmind", "variant": "late_fusion"}}, "t")
     assert isinstance(spec.model, RecMindSpec) and spec.model.variant == "late_fusion"
@@ -64,42 +79,43 @@ def test_spec_parses_and_defaults_documented():
 
 def test_gate_shapes_and_range():
     model = _model()
-    g = model.gammas()
+    g = _gammas(model)
     assert g.shape == (NU + NI, 3)
     iso = model.isolated.ravel()
     assert iso.sum() == 3 and torch.all(g[iso] == 1.0)  # pinned: no training edge
     assert torch.all((g[~iso] > 0) & (g[~iso] < 1))
     views = model.forward_views()
-    assert [x.shape for x in views["gammas"]] == [(NU + NI, 1)] * 3
-    assert views["h"].shape == (NU + NI, 8)
+    assert [x.shape for x in views.gammas] == [(NU + NI, 1)] * 3
+    assert views.h.shape == (NU + NI, 8)
     # the gate depends on the node: push its weights and γ varies across nodes
     with torch.no_grad():
-        model.gate_w_d.fill_(3.0)
-    g = model.gammas()[~iso]
+        model.gate.w_d.fill_(3.0)
+    g = _gammas(model)[~iso]
     assert g[:, 0].std() > 0 and torch.all((g > 0) & (g < 1))
 
 
 def test_fallback_used_exactly_for_nodes_without_text():
     model = _model()
-    has = model.has_text
+    has = model.language.has_text
     expected_fb = [1, 4, NU + 0, NU + 7, NU + 29]
     assert torch.nonzero(~has).ravel().tolist() == expected_fb
     assert model.feature_summary() == {"users_fallback": 2.0, "items_fallback": 3.0}
-    z = model.language_view()
+    z = _z(model)
     with torch.no_grad():
-        z_text = torch.nn.functional.normalize(model.proj(model.text_vec), dim=1) * model.z_scale
+        lv = model.language
+        z_text = torch.nn.functional.normalize(lv.proj(lv.text_vec), dim=1) * lv.z_scale
         fb_in = torch.cat([model.embedding.weight, model.deg_norm[:, None]], 1)
-        z_fb = model.fallback(fb_in)
+        z_fb = lv.fallback(fb_in)
     assert torch.allclose(z[has], z_text[has])
     assert torch.allclose(z[~has], z_fb[~has])
     # changing the fallback MLP moves exactly the no-text rows
     with torch.no_grad():
-        model.fallback[2].bias.add_(1.0)
-    z2 = model.language_view()
+        model.language.fallback[2].bias.add_(1.0)
+    z2 = _z(model)
     changed = (z2 - z).abs().sum(1) > 0
     assert changed.tolist() == (~has).tolist()
     # fallback=zero: z = 0 there
-    z0 = _model(fallback="zero").language_view()
+    z0 = _z(_model(fallback="zero"))
     assert torch.all(z0[~has] == 0) and torch.all(z0[has].abs().sum(1) > 0)
 
 
@@ -114,7 +130,7 @@ def test_fixed_zero_gate_and_no_alignment_reduce_exactly_to_lightgcn():
     for a, b in zip(rm.representations(), lgcn.representations(), strict=True):
         assert torch.equal(a, b)
     batch = _batch(data)
-    rm.on_epoch_start(1)
+    rm.on_epoch_start(1, 1)
     l_rm, parts_rm = rm.training_loss(batch, 1)
     l_lg, parts_lg = lgcn.training_loss(batch, 1)
     assert "align" not in parts_rm and parts_rm["warmup"] == 0.0
@@ -130,26 +146,116 @@ def test_fixed_zero_gate_and_no_alignment_reduce_exactly_to_lightgcn():
 
 def test_lambda_zero_drops_alignment_and_warmup():
     rm = _model(lambda_align=0.0, warmup_epochs=5)
-    assert rm.warmup_epochs == 0
-    rm.on_epoch_start(1)
+    assert rm.spec.warmup_epochs == 0
+    rm.on_epoch_start(1, 1)
     _, parts = rm.training_loss(_batch(_data()), 1)
     assert set(parts) == {"bpr", "reg", "warmup"}
-    assert _model(variant="no_align").lambda_align == 0.0
-    assert _model(variant="no_warmup").warmup_epochs == 0
+    assert _model(variant="no_align").spec.lambda_align == 0.0
+    assert _model(variant="no_warmup").spec.warmup_epochs == 0
+
+
+def _recmind(spec: RecMindSpec, data: SplitData, seed: int = 0) -> RecMind:
+    """RecMind built from its spec and the split's arrays alone (no factory in between)."""
+    torch.manual_seed(seed)
+    return RecMind(NU, NI, normalized_adjacency(NU, NI, data.train), _features(),
+                   np.concatenate([data.user_degree, data.item_degree]),
+                   normalized_degree(NU, NI, data.train), spec, None)
+
+
+def test_settings_are_read_from_the_spec_not_the_variant_label():
+    """Every behaviour follows the spec's resolved settings (gate, readout, lambda_align,
+    warmup_epochs, isolated_text_only, late_fusion); ``variant`` is a label the model never
+    reads."""
+    data = _data()
+    batch = _batch(data)
+    # gate = fixed: no gate parameters, γ ≡ fixed_gamma everywhere (edgeless nodes unpinned)
+    fixed = _recmind(RecMindSpec(dim=8, layers=2, variant="fixed_gate", fixed_gamma=0.3), data)
+    assert fixed.spec.gate == "fixed" and not fixed.spec.isolated_text_only
+    assert list(fixed.gate.parameters()) == [] and fixed.pinned() is None
+    assert torch.all(_gammas(fixed) == 0.3)
+    # the same settings without the preset label: the same model
+    explicit = _recmind(RecMindSpec(dim=8, layers=2, gate="fixed", fixed_gamma=0.3), data)
+    assert explicit.spec.variant == "full"
+    for a, b in zip(fixed.representations(), explicit.representations(), strict=True):
+        assert torch.equal(a, b)
+    # a label that disagrees with the settings changes nothing: "llm_only" on full settings
+    full = _recmind(RecMindSpec(dim=8, layers=2), data)
+    relabelled = _recmind(RecMindSpec(dim=8, layers=2).model_copy(
+        update={"variant": "llm_only"}), data)
+    assert len(list(relabelled.gate.parameters())) == 4
+    for a, b in zip(full.representations(), relabelled.representations(), strict=True):
+        assert torch.equal(a, b)
+    for m in (full, relabelled):
+        m.on_epoch_start(1, 1)
+    torch.manual_seed(7)
+    l_full, p_full = full.training_loss(batch, 1)
+    torch.manual_seed(7)
+    l_rel, p_rel = relabelled.training_loss(batch, 1)
+    assert torch.equal(l_full, l_rel) and p_full == p_rel and set(p_rel) == {"align", "warmup"}
+
+    # readout = late (gate none): no gate, no probe; h = [g ‖ z] or (g + z)/2, g LightGCN's
+    late = _recmind(RecMindSpec(dim=8, layers=2, variant="late_fusion"), data)
+    assert list(late.gate.parameters()) == [] and late.probes() == {}
+    g = layer_mean(lightgcn_layers(late.adj, late.embedding.weight, 2))
+    z = _z(late)
+    torch.testing.assert_close(torch.cat(late.representations()), torch.cat([g, z], 1))
+    mean = _recmind(RecMindSpec(dim=8, layers=2, variant="late_fusion", late_fusion="mean"),
+                    data)
+    torch.testing.assert_close(torch.cat(mean.representations()), 0.5 * (g + z))
+
+    # lambda_align = 0 (no_align): no alignment term or warm-up; queues and keys untouched
+    no_align = _recmind(RecMindSpec(dim=8, layers=2, variant="no_align"), data)
+    assert no_align.spec.lambda_align == 0 and not no_align.in_warmup(1)
+    key = no_align.alignment.key_proj.proj.weight.detach().clone()
+    _, parts = no_align.training_loss(batch, 1)
+    assert set(parts) == {"bpr", "reg", "warmup"} and parts["warmup"] == 0.0
+    assert all(len(q) == 0 for q in no_align.alignment.queues.values())
+    assert torch.equal(no_align.alignment.key_proj.proj.weight, key)
+
+    # readout = language (llm_only): h = z, BPR on z alone, no alignment
+    llm = _recmind(RecMindSpec(dim=8, layers=2, variant="llm_only"), data)
+    z = _z(llm).detach()
+    torch.testing.assert_close(torch.cat(llm.representations()), z)
+    _, parts = llm.training_loss(batch, 1)
+    keep = llm.item_warm[batch.neg]
+    u, i, j = z[batch.users[keep]], z[NU + batch.pos[keep]], z[NU + batch.neg[keep]]
+    assert set(parts) == {"bpr", "reg", "warmup"}
+    assert parts["bpr"] == pytest.approx(float(bpr_loss((u * i).sum(-1), (u * j).sum(-1))),
+                                         rel=1e-6)
+
+    # warmup_epochs: T_w epochs of alignment only, then joint (no_warmup: joint from epoch 1)
+    assert [full.in_warmup(e) for e in (1, 3, 4)] == [True, True, False]
+    no_warmup = _recmind(RecMindSpec(dim=8, layers=2, variant="no_warmup"), data)
+    _, parts = no_warmup.training_loss(batch, 1)
+    assert {"bpr", "reg", "align"} <= set(parts) and parts["warmup"] == 0.0
+
+
+def test_model_keeps_no_copies_of_its_settings():
+    """A setting has one home, ``model.spec`` (shared by the components): nothing the model
+    could read instead and let drift."""
+    model = _model()
+    assert model.language.spec is model.spec and model.gate.spec is model.spec
+    assert model.alignment.spec is model.spec
+    settings = set(RecMindSpec.model_fields) - {"name"}
+    copies = {(path or "model", key) for path, module in model.named_modules()
+              for key in vars(module) if key in settings or key in (
+                  "variant", "gate_mode", "n_layers", "fixed_gamma", "lambda_align")}
+    assert not copies, copies
+    assert not any(hasattr(model, a) for a in ("gammas", "gate_probe", "gather"))
 
 
 def test_warmup_is_alignment_only_then_joint():
     data = _data()
     rm = _model(data, warmup_epochs=2, lambda_align=0.5, queue_size=16)
     batch = _batch(data)
-    rm.on_epoch_start(1)
+    rm.on_epoch_start(1, 1)
     assert rm.phase == "warmup"
     loss, parts = rm.training_loss(batch, 1)
     assert set(parts) == {"align", "warmup"} and parts["warmup"] == 1.0
     assert loss.item() == pytest.approx(parts["align"])
     # the BPR term is absent: the loss does not depend on the negatives at all
     other = Batch(batch.users, batch.pos, (batch.neg + 1) % NI)
-    rm.queues.apply(lambda m: m.reset() if hasattr(m, "reset") else None)
+    rm.alignment.queues.apply(lambda m: m.reset() if hasattr(m, "reset") else None)
     rm_b = _model(data, warmup_epochs=2, lambda_align=0.5, queue_size=16)
     rm_b.load_state_dict(rm.state_dict())
     rm_c = _model(data, warmup_epochs=2, lambda_align=0.5, queue_size=16)
@@ -159,7 +265,7 @@ def test_warmup_is_alignment_only_then_joint():
     torch.manual_seed(5)
     lb, _ = rm_c.training_loss(other, 1)
     assert torch.equal(la, lb)
-    rm.on_epoch_start(3)
+    rm.on_epoch_start(3, 1)
     assert rm.phase == "joint"
     loss, parts = rm.training_loss(batch, 3)
     assert {"bpr", "reg", "align"} <= set(parts) and parts["warmup"] == 0.0
@@ -175,21 +281,22 @@ def test_language_only_alignment_leaves_graph_side_untouched():
     loss.backward()
     grad = rm.embedding.weight.grad
     # E⁰ gets alignment gradient only through the fallback MLP of the no-text nodes
-    assert torch.all(grad[rm.has_text] == 0) and grad[~rm.has_text].abs().sum() > 0
-    assert rm.proj.proj.weight.grad.abs().sum() > 0
+    has = rm.language.has_text
+    assert torch.all(grad[has] == 0) and grad[~has].abs().sum() > 0
+    assert rm.language.proj.proj.weight.grad.abs().sum() > 0
 
 
 def test_language_view_has_fixed_norm():
     rm = _model()
-    z = rm.language_view()
-    norms = z[rm.has_text].norm(dim=1)
-    assert torch.allclose(norms, rm.z_scale.detach().expand_as(norms), rtol=1e-5)
+    z = _z(rm)
+    norms = z[rm.language.has_text].norm(dim=1)
+    assert torch.allclose(norms, rm.language.z_scale.detach().expand_as(norms), rtol=1e-5)
 
 
 def test_fixed_norm_rows_gradient():
     """z = s·u/‖u‖ (one node, backward written out) against finite differences, and its
     value against the plain formula."""
-    from recmind_dist.models.recmind import _RowsAtNorm
+    from recmind_dist.models.language_view import _RowsAtNorm
 
     torch.manual_seed(2)
     u = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
@@ -202,41 +309,77 @@ def test_queues_fill_and_key_encoder_follows_momentum():
     data = _data()
     rm = _model(data, warmup_epochs=0, queue_size=8, momentum=0.5)
     opt = torch.optim.Adam([p for p in rm.parameters() if p.requires_grad], lr=0.1)
-    w0 = rm.key_proj.proj.weight.detach().clone()
+    key_proj, proj = rm.alignment.key_proj, rm.language.proj
+    w0 = key_proj.proj.weight.detach().clone()
     for step in range(3):
         loss, _ = rm.training_loss(_batch(data, step), 1)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    for q in rm.queues.values():
+    for q in rm.alignment.queues.values():
         assert len(q) == 8
-    assert not any(p.requires_grad for p in rm.key_proj.parameters())
+    assert not any(p.requires_grad for p in key_proj.parameters())
     # the key encoder moved towards the (trained) online projection, but lags behind it
-    assert not torch.equal(rm.key_proj.proj.weight, w0)
-    assert not torch.equal(rm.key_proj.proj.weight, rm.proj.proj.weight)
-    before = rm.key_proj.proj.weight.detach().clone()
+    assert not torch.equal(key_proj.proj.weight, w0)
+    assert not torch.equal(key_proj.proj.weight, proj.proj.weight)
+    before = key_proj.proj.weight.detach().clone()
     rm.training_loss(_batch(data, 9), 1)
-    assert torch.allclose(rm.key_proj.proj.weight, 0.5 * before + 0.5 * rm.proj.proj.weight)
+    assert torch.allclose(key_proj.proj.weight, 0.5 * before + 0.5 * proj.proj.weight)
+
+
+def _saved_before_split() -> tuple[dict, RecMind]:
+    """The state dict b433d43 saved (flat keys) and a fresh model of the same spec."""
+    saved = torch.load(OLD_STATE, weights_only=True)
+    spec = dict(saved["spec"])
+    assert (spec.pop("dim"), spec.pop("layers")) == (8, 2)
+    return saved, _model(_data(), **spec)
+
+
+def test_state_dict_saved_before_the_component_split_loads():
+    """A run logged at b433d43 (keys proj., key_proj., queues., gate_w_*, text_vec, ...)
+    loads strictly into the components and scores exactly as it did then."""
+    saved, model = _saved_before_split()
+    old = saved["state_dict"]
+    assert {"gate_w_e", "z_scale", "proj.proj.weight", "queues.z.buf"} <= set(old)
+    model.load_state_dict(old)  # strict: no missing or unexpected keys
+    model.eval()
+    with torch.no_grad():
+        users, items = model.representations()
+    assert torch.equal(users, saved["users"]) and torch.equal(items, saved["items"])
+    assert torch.equal(model.gate.w_e, old["gate_w_e"])
+    assert torch.equal(model.alignment.key_proj.proj.weight, old["key_proj.proj.weight"])
+    for view in ("z", "g"):
+        queue = model.alignment.queues[view]
+        assert torch.equal(queue.buf, old[f"queues.{view}.buf"])
+        assert len(queue) == int(old[f"queues.{view}.count"]) > 0
+    # and the new layout round-trips
+    fresh = _saved_before_split()[1]
+    fresh.load_state_dict(model.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(),
+                                                 model.state_dict().values(), strict=True))
 
 
 def test_state_dict_with_per_type_queues_still_loads():
-    """A run logged before the grouped queues (one ring per node type and view) loads."""
-    data = _data()
-    rm = _model(data, warmup_epochs=0, queue_size=8)
-    for step in range(3):
-        rm.training_loss(_batch(data, step), 1)
-    state = rm.state_dict()
+    """A run logged before the grouped queues (one ring per node type and view, flat keys)
+    loads: both upgrades apply in turn."""
+    saved, model = _saved_before_split()
+    state = saved["state_dict"]
     old = {k: v for k, v in state.items() if not k.startswith("queues.")}
     for view in ("z", "g"):
         for g, kind in enumerate(("user", "item")):
             old[f"queues.{kind}_{view}.buf"] = state[f"queues.{view}.buf"][g].clone()
             old[f"queues.{kind}_{view}.ptr"] = state[f"queues.{view}.ptr"].clone()
             old[f"queues.{kind}_{view}.count"] = state[f"queues.{view}.count"].clone()
-    fresh = _model(data, warmup_epochs=0, queue_size=8)
-    fresh.load_state_dict(old)  # strict: no missing or unexpected keys
+    model.load_state_dict(old)  # strict: no missing or unexpected keys
+    reference = _saved_before_split()[1]
+    reference.load_state_dict(state)
     for view in ("z", "g"):
-        assert torch.equal(fresh.queues[view].contents(), rm.queues[view].contents())
-        assert len(fresh.queues[view]) == len(rm.queues[view]) > 0
+        got, want = model.alignment.queues[view], reference.alignment.queues[view]
+        assert torch.equal(got.contents(), want.contents())
+        assert len(got) == len(want) > 0
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model.representations()[1], saved["items"])
 
 
 @pytest.mark.parametrize("variant", ["late_fusion", "llm_only", "fixed_gate", "no_warmup"])
@@ -249,17 +392,25 @@ def test_variants_train_and_score(variant):
     loss, parts = rm.training_loss(_batch(data), 10)
     loss.backward()
     assert np.isfinite(loss.item()) and "bpr" in parts
-    probe = rm.gate_probe()
+    probe = probe_report(rm.probes(), NU, rm.node_degree.numpy(), 3, 0.2, None, variant)
     assert (probe == {}) == (variant in ("late_fusion", "llm_only"))
     if variant == "llm_only":
-        assert torch.equal(u, rm.language_view()[:NU])
+        assert torch.equal(u, _z(rm)[:NU])
 
 
 def test_gate_probe_buckets_and_plot(tmp_path):
     rm = _model()
     png = tmp_path / "gate.png"
-    probe = rm.gate_probe(cold_degree=3, head_fraction=0.2, png_path=png)
+    gamma = _gammas(rm).numpy()
+    degree = rm.node_degree.numpy()
+    probe = probe_report(rm.probes(), NU, degree, 3, 0.2, png, "RecMind gate")
     assert png.exists() and png.stat().st_size > 1000
+    # items with degree buckets, users without: exactly these two summaries
+    expected = gate_summary(gamma[NU:], degree[NU:], 3, 0.2, prefix="gate/item")
+    expected.update(gate_summary(gamma[:NU], degree[:NU], None, None, prefix="gate/user"))
+    assert probe == expected
+    assert probe["gate/item/all/l1/mean"] == pytest.approx(float(gamma[NU:, 1].mean()))
+    assert probe["gate/user/all/mean"] == pytest.approx(float(gamma[:NU].mean()))
     for bucket in ("all", "cold", "tail", "head", "deg0"):
         for layer in range(3):
             v = probe[f"gate/item/{bucket}/l{layer}/mean"]
@@ -339,32 +490,33 @@ def test_lora_encoder_trains_adapters_end_to_end(tiny_bert):
     torch.manual_seed(0)
     model = build_model(spec, data, ModelInputs(features=feats), "cpu")
     torch.manual_seed(0)
-    ref = build_model(spec.model_copy(update={"encoder": "precomputed"}), data, ModelInputs(features=feats), "cpu")
-    torch.testing.assert_close(model.text_vec, ref.text_vec, atol=1e-5, rtol=1e-4)
-    assert torch.equal(model.has_text, ref.has_text)
+    ref = build_model(spec.model_copy(update={"encoder": "precomputed"}), data,
+                      ModelInputs(features=feats))
+    lv = model.language
+    torch.testing.assert_close(lv.text_vec, ref.language.text_vec, atol=1e-5, rtol=1e-4)
+    assert torch.equal(lv.has_text, ref.language.has_text)
 
-    base = {n: p.detach().clone() for n, p in model.text_tower.named_parameters()
+    base = {n: p.detach().clone() for n, p in lv.text_tower.named_parameters()
             if "lora_" not in n}
-    lora = {n: p.detach().clone() for n, p in model.text_tower.named_parameters()
+    lora = {n: p.detach().clone() for n, p in lv.text_tower.named_parameters()
             if "lora_" in n}
-    assert lora and all(p.requires_grad for n, p in model.text_tower.named_parameters()
+    assert lora and all(p.requires_grad for n, p in lv.text_tower.named_parameters()
                         if "lora_" in n)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.05)
     model.train()
-    model.on_epoch_start(1)
+    model.on_epoch_start(1, 3)
     for s in range(3):
         loss, _ = model.training_loss(_batch(data, s), 1)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    named = dict(model.text_tower.named_parameters())
+    named = dict(lv.text_tower.named_parameters())
     assert all(torch.equal(named[n], p) for n, p in base.items())  # frozen LM untouched
     assert any(not torch.equal(named[n], p) for n, p in lora.items())  # adapters trained
-    before = model.text_vec.clone()
-    model.on_epoch_start(2)  # refresh with the trained adapters
-    assert not torch.allclose(model.text_vec, before)
-    assert torch.equal(model.text_vec[1], torch.zeros_like(model.text_vec[1]))
-    assert model._grad_nodes is None
+    before = lv.text_vec.clone()
+    model.on_epoch_start(2, 3)  # refresh with the trained adapters
+    assert not torch.allclose(lv.text_vec, before)
+    assert torch.equal(lv.text_vec[1], torch.zeros_like(lv.text_vec[1]))
 
 
 def test_unseen_items_scored_at_the_warm_item_norm():
@@ -387,15 +539,13 @@ def test_cold_dropout_scores_dropped_items_with_their_language_view():
     """cold_dropout = p: each BPR positive/negative is represented by z with probability p
     (p → 1: the BPR term is exactly BPR(h_u·z_i, h_u·z_j)); p = 0 leaves the loss unchanged;
     inactive where an edgeless item is not scored with z (fixed gate)."""
-    from recmind_dist.losses import bpr_loss
-
     data = _data()
     batch = _batch(data)
     ep = 1  # no_align: no warm-up, epoch 1 is joint
     _, base = _model(variant="no_align", cold_dropout=0.0).training_loss(batch, ep)
     views0 = _model(variant="no_align", cold_dropout=0.0).forward_views()
     keep0 = _model().item_warm[batch.neg]  # warm negatives only, as in training_loss
-    h = views0["h"]
+    h = views0.h
     u0, i0, j0 = (h[batch.users[keep0]], h[NU + batch.pos[keep0]], h[NU + batch.neg[keep0]])
     assert base["bpr"] == pytest.approx(float(bpr_loss((u0 * i0).sum(-1), (u0 * j0).sum(-1))),
                                         rel=1e-6)  # p = 0: plain BPR on h
@@ -404,9 +554,9 @@ def test_cold_dropout_scores_dropped_items_with_their_language_view():
     _, parts = model.training_loss(batch, ep)
     views = model.forward_views()
     keep = model.item_warm[batch.neg]
-    u = views["h"][batch.users[keep]]
-    zi = views["z"][NU + batch.pos[keep]]
-    zj = views["z"][NU + batch.neg[keep]]
+    u = views.h[batch.users[keep]]
+    zi = views.z[NU + batch.pos[keep]]
+    zj = views.z[NU + batch.neg[keep]]
     expected = float(bpr_loss((u * zi).sum(-1), (u * zj).sum(-1)))
     assert parts["bpr"] == pytest.approx(expected, rel=1e-5)
     assert abs(parts["bpr"] - base["bpr"]) > 1e-5  # h and z scores differ
@@ -414,11 +564,11 @@ def test_cold_dropout_scores_dropped_items_with_their_language_view():
     half = _model(variant="no_align", cold_dropout=0.5)
     v = half.forward_views()
     torch.manual_seed(3)
-    s_pos, s_neg = half._bpr_scores(v["h"], v["z"], batch.users, batch.pos, batch.neg)
-    u = v["h"][batch.users]  # users are never dropped
+    s_pos, s_neg = half._bpr_scores(v.h, v.z, batch.users, batch.pos, batch.neg)
+    u = v.h[batch.users]  # users are never dropped
     for got, items in ((s_pos, batch.pos), (s_neg, batch.neg)):
-        with_h = (u * v["h"][NU + items]).sum(-1)
-        with_z = (u * v["z"][NU + items]).sum(-1)
+        with_h = (u * v.h[NU + items]).sum(-1)
+        with_z = (u * v.z[NU + items]).sum(-1)
         from_h = torch.isclose(got, with_h, rtol=1e-6, atol=1e-7)
         from_z = torch.isclose(got, with_z, rtol=1e-6, atol=1e-7)
         assert bool((from_h | from_z).all()) and 0 < int(from_z.sum()) < len(got)
@@ -444,16 +594,16 @@ def test_fused_gated_propagation_matches_the_autograd_loop():
     loop.adj = Wrapped(loop.adj)
     with torch.no_grad():
         for m in (fused, loop):  # a gate that is not flat at the start
-            m.gate_w_e.normal_(0, 0.5)
-            m.gate_w_z.normal_(0, 0.5)
+            m.gate.w_e.normal_(0, 0.5)
+            m.gate.w_z.normal_(0, 0.5)
     loop.load_state_dict(fused.state_dict())
     vf, vl = fused.forward_views(), loop.forward_views()
-    torch.testing.assert_close(vf["h"], vl["h"], rtol=1e-6, atol=1e-7)
-    for a, b in zip(vf["layers"] + vf["gammas"], vl["layers"] + vl["gammas"], strict=True):
+    torch.testing.assert_close(vf.h, vl.h, rtol=1e-6, atol=1e-7)
+    for a, b in zip(vf.layers + vf.gammas, vl.layers + vl.gammas, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
-    w = torch.randn_like(vf["h"])
-    (vf["h"] * w).sum().backward()
-    (vl["h"] * w).sum().backward()
+    w = torch.randn_like(vf.h)
+    (vf.h * w).sum().backward()
+    (vl.h * w).sum().backward()
     for (name, p), q in zip(fused.named_parameters(), loop.parameters(), strict=True):
         if p.grad is not None or q.grad is not None:
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6, msg=name)

@@ -7,13 +7,19 @@
 items of a cold-item split) and ``all``; ``{prefix}/all/{mean|median}`` averages over
 layers, and ``{prefix}/spearman_degree/l{l}`` is Spearman's ρ between γ and degree (ρ < 0:
 γ falls as degree rises). ``plot_gate_vs_degree`` writes a PNG (matplotlib, Agg).
+
+``probe_report(model.probes(), ...)`` turns a model's ``gate`` probe (γ [N, L+1], users then
+items) into the item metrics (``gate/item/...``, with degree buckets) and the user metrics
+(``gate/user/...``), plus the items' PNG.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from recmind_dist.eval.ranking import degree_buckets
 
@@ -49,6 +55,27 @@ def gate_summary(
                 rho = spearmanr(gamma[:, layer], degree).statistic
                 out[f"{prefix}/spearman_degree/l{layer}"] = float(rho)
     return out
+
+
+def probe_report(
+    probes: Mapping[str, torch.Tensor], n_users: int, node_degree: np.ndarray,
+    cold_degree: int, head_fraction: float, png_path: Path | None, title: str,
+) -> dict[str, float]:
+    """Metrics of the ``gate`` probe (γ [N, L+1] of N = ``n_users`` + I nodes, users first;
+    ``node_degree`` [N] their training degrees): :func:`gate_summary` of the items with
+    degree buckets (prefix ``gate/item``) and of the users (``gate/user``); the items' γ vs
+    degree PNG at ``png_path`` (None: no plot). Empty without a ``gate`` probe."""
+    gamma = probes.get("gate")
+    if gamma is None:
+        return {}
+    g = gamma.detach().cpu().numpy()
+    deg = np.asarray(node_degree)
+    nu = n_users
+    metrics = gate_summary(g[nu:], deg[nu:], cold_degree, head_fraction, prefix="gate/item")
+    metrics.update(gate_summary(g[:nu], deg[:nu], None, None, prefix="gate/user"))
+    if png_path is not None:
+        plot_gate_vs_degree(g[nu:], deg[nu:], png_path, title=title)
+    return metrics
 
 
 def plot_gate_vs_degree(

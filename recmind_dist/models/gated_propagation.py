@@ -21,7 +21,7 @@ select of the layer's column of c, the layer mean's stack, ...), each with its o
 [N, d] tensor, zero-filled temporaries and accumulations; written out, a layer's backward is
 one sparse product fused with the mean's gradient (``addmm``) and seven [N, d] operations.
 The forward uses the same operations in the same order as the autograd loop in
-:meth:`recmind_dist.models.recmind.RecMind.forward_views`, so both give the same h.
+:meth:`recmind_dist.models.gate.Gate.propagate`, so both give the same h.
 """
 
 from __future__ import annotations

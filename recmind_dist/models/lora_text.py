@@ -34,7 +34,10 @@ from torch import nn
 
 from recmind_dist.embed.encoder import LoraTextTower, load_hf, resolve_pooling
 
-__all__ = ["NodeTextTower"]
+__all__ = ["REFRESH_BATCH", "NodeTextTower"]
+
+#: Texts per LM call when all nodes are re-encoded (bounds the activation memory).
+REFRESH_BATCH = 128
 
 
 class NodeTextTower(nn.Module):
@@ -48,12 +51,12 @@ class NodeTextTower(nn.Module):
         pooling: ``auto`` | ``mean`` | ``last``.
         max_length: token budget per text.
         r, alpha: LoRA rank and scale.
-        batch_size: texts per LM call in :meth:`refresh`.
+
+    :meth:`refresh` encodes :data:`REFRESH_BATCH` texts per LM call.
     """
 
-    def __init__(self, texts: Sequence[str | None], n_users: int, model: str | Path | None = None,
-                 pooling: str = "auto", max_length: int = 64, r: int = 8, alpha: int = 16,
-                 batch_size: int = 128) -> None:
+    def __init__(self, texts: Sequence[str | None], n_users: int, model: str | Path | None,
+                 pooling: str, max_length: int, r: int, alpha: int) -> None:
         super().__init__()
         tok, lm = load_hf(model, "float32", field="embed.model")
         pooling = resolve_pooling(lm.config, pooling)
@@ -61,7 +64,6 @@ class NodeTextTower(nn.Module):
             tok.pad_token = tok.eos_token or tok.unk_token
         tok.padding_side = "right"
         self.tower = LoraTextTower(lm, pooling=pooling, r=r, alpha=alpha)
-        self.batch_size = int(batch_size)
         clean = ["" if t is None else str(t) for t in texts]
         has = np.array([bool(t.strip()) for t in clean])
         enc = tok([t if h else "" for t, h in zip(clean, has, strict=True)], padding="longest",
@@ -92,8 +94,8 @@ class NodeTextTower(nn.Module):
         idx = torch.nonzero(self.has_text).squeeze(1)
         lengths = self.attention_mask[idx].sum(1)
         idx = idx[torch.argsort(lengths, descending=True)]  # similar lengths per chunk
-        for s in range(0, len(idx), self.batch_size):
-            chunk = idx[s: s + self.batch_size]
+        for s in range(0, len(idx), REFRESH_BATCH):
+            chunk = idx[s: s + REFRESH_BATCH]
             out[chunk] = self._pooled(chunk)
         return out
 

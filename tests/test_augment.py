@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from recmind_dist.augment.candidates import topn_candidates
-from recmind_dist.augment.denoise import FeatureMAE, mask_dims, n_pruned, prune_keep_mask
 from recmind_dist.augment.implicit import augment_implicit
 from recmind_dist.data.split import make_split
 from recmind_dist.graph.adjacency import normalized_adjacency
+from recmind_dist.models.denoise import FeatureMAE, mask_dims, n_pruned, prune_keep_mask
 from recmind_dist.models.lightgcn import LightGCN
 from recmind_dist.models.llmrec import LLMRec
-from recmind_dist.specs import GenerateSpec, JobSpec, SplitSpec
+from recmind_dist.specs import GenerateSpec, JobSpec, LightGCNSpec, LLMRecSpec, SplitSpec
 from recmind_dist.text.generate import Backend, Generator
 
 
@@ -57,7 +57,7 @@ class FakeEncoder:
 def test_candidates_exclude_training_positives(split):
     torch.manual_seed(0)
     adj = normalized_adjacency(split.n_users, split.n_items, split.train)
-    model = LightGCN(split.n_users, split.n_items, adj, 8, 2)
+    model = LightGCN(split.n_users, split.n_items, adj, LightGCNSpec(dim=8, layers=2))
     cands = topn_candidates(model, split, n=10, batch_users=7)  # several user blocks
     assert cands.items.shape == (split.n_users, 10)
     pos = _train_keys(split)
@@ -75,7 +75,8 @@ def test_candidates_exclude_training_positives(split):
 def test_implicit_triples_never_use_a_positive_and_stay_apart(split):
     torch.manual_seed(0)
     adj = normalized_adjacency(split.n_users, split.n_items, split.train)
-    cands = topn_candidates(LightGCN(split.n_users, split.n_items, adj, 8, 2), split, n=5)
+    cands = topn_candidates(LightGCN(split.n_users, split.n_items, adj,
+                                     LightGCNSpec(dim=8, layers=2)), split, n=5)
     # corrupt user 0's candidates: its slot 3 is a TRAINING positive the LM then picks
     u0_pos = split.train[split.train[:, 0] == 0, 1][0]
     cands.items[0, 3] = u0_pos
@@ -125,13 +126,16 @@ def test_model_prunes_each_epoch_and_keeps_augmented_triples_apart(split):
     adj = normalized_adjacency(split.n_users, split.n_items, split.train)
     fu = rng.normal(size=(split.n_users, 12)).astype(np.float32)
     fi = rng.normal(size=(split.n_items, 12)).astype(np.float32)
-    model = LLMRec(split.n_users, split.n_items, adj, triples, len(split.train), fu, fi, dim=8,
-                   n_layers=2, prune_rate=0.25, seed=0)
+    model = LLMRec(split.n_users, split.n_items, adj, triples, len(split.train), fu, fi,
+                   LLMRecSpec(dim=8, layers=2, prune_rate=0.25), seed=0)
     adj_before = model.adj.to_dense().clone()
-    model.on_epoch_start(1)
-    assert model.last_prune["aug_dropped"] == 10 and len(model._epoch_aug) == 30
+    bs = 128
+    n_batches = int(np.ceil(len(split.train) / bs))
+    model.on_epoch_start(1, n_batches)
+    assert model.last_prune["aug_dropped"] == 10 and len(model.schedule.triples) == 30
+    assert model.epoch_metrics() == model.last_prune  # logged by the trainer every epoch
     # the dropped ones are the 10 largest BPR losses under the current model
-    from recmind_dist.augment.denoise import triple_bpr_losses
+    from recmind_dist.models.denoise import triple_bpr_losses
 
     with torch.no_grad():
         hu, hi = model.representations()
@@ -142,23 +146,29 @@ def test_model_prunes_each_epoch_and_keeps_augmented_triples_apart(split):
     # every kept triple is visited once over the epoch's E batches, in separate sub-batches
     from recmind_dist.models.base import Batch
 
-    seen, bs = [], 128
-    n_batches = int(np.ceil(len(split.train) / bs))
+    seen = []
+    next_share = model.schedule.next_share
+
+    def spy():
+        seen.append(next_share())
+        return seen[-1]
+
+    model.schedule.next_share = spy
     for _ in range(n_batches):
         b = torch.from_numpy(split.train[:bs])
         batch = Batch(b[:, 0], b[:, 1], b[:, 1])
         _, parts = model.training_loss(batch, 1)
         assert "aug_bpr" in parts and "mae" in parts
-        seen.append(model._epoch_aug[model._cursor - model._chunk: model._cursor])
     assert sum(len(s) for s in seen) == 30
+    assert torch.equal(torch.cat(seen), model.schedule.triples)  # each once, in order
     assert torch.equal(model.adj.to_dense(), adj_before)  # the graph is E only
-    # variants
-    nop = LLMRec(split.n_users, split.n_items, adj, triples, len(split.train), fu, fi, dim=8,
-                 variant="no_prune", prune_rate=0.25)
-    nop.on_epoch_start(1)
-    assert len(nop._epoch_aug) == 40
-    edges = LLMRec(split.n_users, split.n_items, adj, triples, len(split.train), fu, fi, dim=8,
-                   variant="edges_only")
+    # variants (presets resolved by the spec)
+    nop = LLMRec(split.n_users, split.n_items, adj, triples, len(split.train), fu, fi,
+                 LLMRecSpec(dim=8, variant="no_prune"), seed=0)
+    nop.on_epoch_start(1, n_batches)
+    assert len(nop.schedule.triples) == 40 and nop.epoch_metrics() == {}
+    edges = LLMRec(split.n_users, split.n_items, adj, triples, len(split.train), fu, fi,
+                   LLMRecSpec(dim=8, variant="edges_only"), seed=0)
     assert not edges.use_features and not hasattr(edges, "user_proj")
 
 

@@ -1,6 +1,6 @@
 """LLMRec augmentation throughput (users/s) and its cache hit on rerun.
 
-Runs :func:`recmind_dist.augment.run.ensure_augmentation` twice for a job spec: the first call
+Runs :func:`recmind_dist.pipeline.augmentation.ensure_augmentation` twice for a job spec: the first call
 makes the artefact (base-model candidates, LM liked/disliked choice per user, item attribute
 enrichment, user profiles, encoder vectors) unless it exists already (``--fresh`` moves the
 artefact and the LM prompt cache aside first), the second must be a hit that calls no
@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from recmind_dist.augment.artifact import artifact_dir
-from recmind_dist.augment.run import ensure_augmentation
 from recmind_dist.pipeline import prepare
+from recmind_dist.pipeline.augmentation import ensure_augmentation
 from recmind_dist.specs import load_spec
 
 

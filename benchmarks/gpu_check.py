@@ -268,7 +268,7 @@ def _train_one(args: argparse.Namespace, device: torch.device, config: str,
     t0 = time.perf_counter()
     dataset, data = prepare(spec)
     if spec.model.name == "llmrec":  # base LightGCN, LM augmentation, artefact
-        from recmind_dist.augment.run import ensure_augmentation
+        from recmind_dist.pipeline.augmentation import ensure_augmentation
 
         ensure_augmentation(spec, dataset, data)
     model = build_model(spec.model, data, model_inputs(spec, dataset, data), device)

@@ -176,7 +176,7 @@ def train(
 
     spec = load_spec(config, set_)
     if spec.model.name == "llmrec":  # augmentation artefact first (made once, then reused)
-        from recmind_dist.augment.run import run_llmrec
+        from recmind_dist.pipeline.augmentation import run_llmrec
 
         outcome = run_llmrec(spec, progress=progress)
     else:

@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from recmind_dist.augment.candidates import topn_candidates
-from recmind_dist.augment.denoise import FeatureMAE, mask_dims, n_pruned, prune_keep_mask
 from recmind_dist.augment.implicit import augment_implicit
 from recmind_dist.data.split import make_split
 from recmind_dist.generation import Backend, Generator
 from recmind_dist.graph.adjacency import normalized_adjacency
+from recmind_dist.models.denoise import FeatureMAE, mask_dims, n_pruned, prune_keep_mask
 from recmind_dist.models.lightgcn import LightGCN
 from recmind_dist.models.llmrec import LLMRec
-from recmind_dist.specs import GenerateSpec, JobSpec, SplitSpec
+from recmind_dist.specs import GenerateSpec, JobSpec, LightGCNSpec, LLMRecSpec, SplitSpec
 
 
 @pytest.fixture
@@ -57,14 +57,15 @@ class FakeEncoder:
 def test_candidates_exclude_training_positives(split):
     torch.manual_seed(0)
     adj = normalized_adjacency(split.n_users, split.n_items, split.train)
-    model = LightGCN(split.n_users, split.n_items, adj, 8, 2)
-    cands = topn_candidates(model, split, n=10, batch_users=7)  # several user blocks
+    model = LightGCN(split.n_users, split.n_items, adj, LightGCNSpec(dim=8, layers=2))
+    with torch.no_grad():
+        hu, hi = model.representations()
+    cands = topn_candidates(hu, hi, split.train, n=10, batch_users=7)  # several user blocks
     assert cands.items.shape == (split.n_users, 10)
     pos = _train_keys(split)
     assert not any((u, int(i)) in pos for u in range(split.n_users) for i in cands.for_user(u))
     # best first, and they really are the best non-positive items
-    hu, hi = model.representations()
-    s = (hu @ hi.T).detach().numpy()
+    s = (hu @ hi.T).numpy()
     for u in (0, 5, 17):
         mask = np.array([(u, i) in pos for i in range(split.n_items)])
         best = np.argsort(-np.where(mask, -np.inf, s[u]), kind="stable")[:10]
@@ -75,7 +76,10 @@ def test_candidates_exclude_training_positives(split):
 def test_implicit_triples_never_use_a_positive_and_stay_apart(split):
     torch.manual_seed(0)
     adj = normalized_adjacency(split.n_users, split.n_items, split.train)
-    cands = topn_candidates(LightGCN(split.n_users, split.n_items, adj, 8, 2), split, n=5)
+    with torch.no_grad():
+        hu, hi = LightGCN(split.n_users, split.n_items, adj,
+                          LightGCNSpec(dim=8, layers=2)).representations()
+    cands = topn_candidates(hu, hi, split.train, n=5)
     # corrupt user 0's candidates: its slot 3 is a TRAINING positive the LM then picks
     u0_pos = split.train[split.train[:, 0] == 0, 1][0]
     cands.items[0, 3] = u0_pos
@@ -125,13 +129,16 @@ def test_model_prunes_each_epoch_and_keeps_augmented_triples_apart(split):
     adj = normalized_adjacency(split.n_users, split.n_items, split.train)
     fu = rng.normal(size=(split.n_users, 12)).astype(np.float32)
     fi = rng.normal(size=(split.n_items, 12)).astype(np.float32)
-    model = LLMRec(split.n_users, split.n_items, adj, triples, len(split.train), fu, fi, dim=8,
-                   n_layers=2, prune_rate=0.25, seed=0)
+    model = LLMRec(split.n_users, split.n_items, adj, triples, fu, fi,
+                   LLMRecSpec(dim=8, layers=2, prune_rate=0.25), seed=0)
     adj_before = model.adj.to_dense().clone()
-    model.on_epoch_start(1)
-    assert model.last_prune["aug_dropped"] == 10 and len(model._epoch_aug) == 30
+    bs = 128
+    n_batches = int(np.ceil(len(split.train) / bs))
+    model.on_epoch_start(1, n_batches)
+    assert model.last_prune["aug_dropped"] == 10 and len(model.schedule.triples) == 30
+    assert model.epoch_metrics() == model.last_prune  # logged by the trainer every epoch
     # the dropped ones are the 10 largest BPR losses under the current model
-    from recmind_dist.augment.denoise import triple_bpr_losses
+    from recmind_dist.models.denoise import triple_bpr_losses
 
     with torch.no_grad():
         hu, hi = model.representations()
@@ -142,23 +149,29 @@ def test_model_prunes_each_epoch_and_keeps_augmented_triples_apart(split):
     # every kept triple is visited once over the epoch's E batches, in separate sub-batches
     from recmind_dist.models.base import Batch
 
-    seen, bs = [], 128
-    n_batches = int(np.ceil(len(split.train) / bs))
+    seen = []
+    next_share = model.schedule.next_share
+
+    def spy():
+        seen.append(next_share())
+        return seen[-1]
+
+    model.schedule.next_share = spy
     for _ in range(n_batches):
         b = torch.from_numpy(split.train[:bs])
         batch = Batch(b[:, 0], b[:, 1], b[:, 1])
         _, parts = model.training_loss(batch, 1)
         assert "aug_bpr" in parts and "mae" in parts
-        seen.append(model._epoch_aug[model._cursor - model._chunk: model._cursor])
     assert sum(len(s) for s in seen) == 30
+    assert torch.equal(torch.cat(seen), model.schedule.triples)  # each once, in order
     assert torch.equal(model.adj.to_dense(), adj_before)  # the graph is E only
-    # variants
-    nop = LLMRec(split.n_users, split.n_items, adj, triples, len(split.train), fu, fi, dim=8,
-                 variant="no_prune", prune_rate=0.25)
-    nop.on_epoch_start(1)
-    assert len(nop._epoch_aug) == 40
-    edges = LLMRec(split.n_users, split.n_items, adj, triples, len(split.train), fu, fi, dim=8,
-                   variant="edges_only")
+    # variants (presets resolved by the spec)
+    nop = LLMRec(split.n_users, split.n_items, adj, triples, fu, fi,
+                 LLMRecSpec(dim=8, variant="no_prune"), seed=0)
+    nop.on_epoch_start(1, n_batches)
+    assert len(nop.schedule.triples) == 40 and nop.epoch_metrics() == {}
+    edges = LLMRec(split.n_users, split.n_items, adj, triples, fu, fi,
+                   LLMRecSpec(dim=8, variant="edges_only"), seed=0)
     assert not edges.use_features and not hasattr(edges, "user_proj")
 
 
@@ -198,8 +211,9 @@ def _tiny_spec(tiny_dataset, tmp_path, **model):
 
 
 def test_artifact_cache_hit_on_rerun_calls_no_generator(tiny_dataset, tmp_path):
-    from recmind_dist.augment.run import ensure_augmentation, find_artifact
+    from recmind_dist.augment.artifact import find_artifact
     from recmind_dist.pipeline import prepare
+    from recmind_dist.pipeline.augmentation import ensure_augmentation
 
     spec = _tiny_spec(tiny_dataset, tmp_path)
     dataset, data = prepare(spec)
@@ -217,13 +231,56 @@ def test_artifact_cache_hit_on_rerun_calls_no_generator(tiny_dataset, tmp_path):
     assert (art.path / "triples.parquet").exists() and (art.path / "meta.json").exists()
     again = ensure_augmentation(spec, dataset, data, generator=gen, encoder=FakeEncoder())
     assert again.hit and again.key == art.key and backend.calls == calls  # no new call
-    # the factory finds it from (model spec, split) alone
+    # training finds it from (model spec, split) alone
     assert find_artifact(spec.model, data).key == art.key
     # another prompt/backend setting is another artefact
     other = _tiny_spec(tiny_dataset, tmp_path, candidates=6)
     assert find_artifact(other.model, data) is None
     u, i = art.local_features(data)
     assert u.shape == (data.n_users, 16) and i.shape == (data.n_items, 16)
+
+
+def test_training_makes_a_missing_augmentation_and_leaves_the_global_rng(
+        tiny_dataset, tmp_path, monkeypatch):
+    """An llmrec spec trains through the ordinary run_training (jobs/train.py's path): its
+    artefact is made first when missing, without moving the global RNG (so the model starts
+    where it would with the artefact already there), then found."""
+    import mlflow
+
+    from recmind_dist.pipeline import augmentation, prepare, run_training
+
+    answers = {"liked_disliked": "liked: 0\ndisliked: 1"}
+    backend = ScriptedBackend(lambda r: answers.get(r.task) or r.payload.get("facts", ""))
+    made = []
+    real = augmentation.ensure_augmentation
+
+    def scripted(spec, dataset, data):  # the spec's LM would be the offline MiniLM backend
+        made.append(spec.model.variant)
+        return real(spec, dataset, data, generator=Generator(GenerateSpec(), backend=backend),
+                    encoder=FakeEncoder())
+
+    monkeypatch.setattr(augmentation, "ensure_augmentation", scripted)
+    spec = _tiny_spec(tiny_dataset, tmp_path)
+    dataset, data = prepare(spec)
+    torch.manual_seed(11)
+    np.random.seed(11)
+    torch_state, np_state = torch.get_rng_state(), np.random.get_state()
+    inputs = augmentation.augmentation_inputs(spec, dataset, data)  # trains a base LightGCN
+    assert made == ["full"]
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    assert np.array_equal(np.random.get_state()[1], np_state[1])
+    assert inputs.aug_triples.shape == (data.n_users, 3)
+    assert inputs.user_features.shape == (data.n_users, 16)
+    assert inputs.item_features.shape == (data.n_items, 16)
+    again = augmentation.augmentation_inputs(spec, dataset, data)
+    assert made == ["full"] and np.array_equal(again.aug_triples, inputs.aug_triples)
+    edges = augmentation.augmentation_inputs(
+        _tiny_spec(tiny_dataset, tmp_path, variant="edges_only"), dataset, data)
+    assert made == ["full"] and edges.user_features is None and edges.item_features is None
+    out = run_training(spec, progress=False)
+    assert made == ["full"] and out.result.epochs_run == 2
+    logged = mlflow.get_run(out.run_id).data.metrics  # the pruning statistics, per epoch
+    assert logged["model/aug_kept"] + logged["model/aug_dropped"] == data.n_users
 
 
 def _tiny_causal_lm():
@@ -249,7 +306,7 @@ def test_pipeline_end_to_end_with_tiny_random_hf_causal_lm(tiny_dataset, tmp_pat
     """A real generative model object (random weights: garbage) drives the whole pipeline."""
     import mlflow
 
-    from recmind_dist.augment.run import run_llmrec
+    from recmind_dist.pipeline.augmentation import run_llmrec
 
     spec = _tiny_spec(tiny_dataset, tmp_path, lm={"backend": "hf", "max_new_tokens": 6,
                                                    "batch_size": 16, "format_retries": 1,

@@ -14,8 +14,8 @@ augmentation settings)``. A rerun with the same inputs finds ``meta.json`` with 
 and loads the files: no base model, no generator, no encoder is touched.
 
 A small pointer ``<root>/<ds>/pointers/<pointer key>.json`` maps what the model spec says
-(split key + augmentation settings, without resolving the base) to the artefact key, so the
-model factory can find the artefact of a job from ``(model spec, split)`` alone.
+(split key + augmentation settings, without resolving the base) to the artefact key, so
+:func:`find_artifact` finds the artefact of a job from ``(model spec, split)`` alone.
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recmind_dist.data.split import SplitData
 from recmind_dist.hashing import stable_hash
 from recmind_dist.io import atomic_dir, write_json
+from recmind_dist.specs import LLMRecSpec
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +44,12 @@ __all__ = [
     "AugmentArtifact",
     "artifact_dir",
     "artifact_key",
+    "augment_root",
+    "augment_settings",
+    "find_artifact",
     "load_artifact",
     "log_to_mlflow",
+    "pointer_key",
     "read_pointer",
     "save_artifact",
     "write_pointer",
@@ -173,6 +179,36 @@ def read_pointer(root: str | Path, dataset_checksum: str, pointer: str) -> str |
         return str(json.loads(f.read_text())["key"])
     except (OSError, ValueError, KeyError):
         return None
+
+
+def augment_root(model_spec: LLMRecSpec) -> Path:
+    """Where the spec's artefacts (and its LM prompt cache, under ``generations/``) live."""
+    return Path(model_spec.augment_cache)
+
+
+def augment_settings(model_spec: LLMRecSpec) -> dict[str, Any]:
+    """The spec's settings that change the augmentation (part of both keys)."""
+    lm = model_spec.lm.model_dump(mode="json", include={
+        "backend", "model", "base_url", "temperature", "top_p", "max_new_tokens", "seed"})
+    # re-asks of unparsable answers change what is kept; stored under the key it had before
+    # the setting was split (transport retries change no answer), so artefacts keep hitting
+    lm["max_retries"] = model_spec.lm.format_retries
+    return {"prompt_version": PROMPT_VERSION, "candidates": model_spec.candidates,
+            "max_history": model_spec.max_history, "enrich_fields": list(model_spec.enrich_fields),
+            "max_users": model_spec.max_users, "lm": lm}
+
+
+def pointer_key(model_spec: LLMRecSpec, split_key: str) -> str:
+    """What the job spec says (before the base is resolved) -> artefact pointer."""
+    return stable_hash({"split": split_key, "base_run": model_spec.base_run,
+                        **augment_settings(model_spec)})
+
+
+def find_artifact(model_spec: LLMRecSpec, data: SplitData) -> AugmentArtifact | None:
+    """The artefact last made for this model spec and split (None: not made yet)."""
+    root = augment_root(model_spec)
+    key = read_pointer(root, data.dataset_checksum, pointer_key(model_spec, data.key))
+    return load_artifact(root, data.dataset_checksum, key) if key else None
 
 
 def log_to_mlflow(art: AugmentArtifact, artifact_path: str = "augmentation") -> None:

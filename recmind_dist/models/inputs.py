@@ -56,4 +56,23 @@ class ModelInputs:
     the fields that :func:`recmind_dist.models.registry.needed_inputs` names."""
 
     features: NodeFeatures | None = None  # "text_features" (+ texts for "node_texts")
-    augmentation: Any = None  # "augmentation": LLMRec's artefact arrays (LLMRecInputs)
+    augmentation: LLMRecInputs | None = None  # "augmentation": LLMRec's artefact arrays
+
+
+@dataclass
+class LLMRecInputs:
+    """What LLMRec is built from beyond its spec and the split: the augmentation artefact's
+    arrays on the split's LOCAL ids (made by :mod:`recmind_dist.pipeline.augmentation`).
+
+    ``aug_triples``: [M, 3] int64 (user, pos, neg). ``user_features`` / ``item_features``:
+    [U, D] / [I, D] float32 text vectors (zero rows: no text), or both None (no side
+    features)."""
+
+    aug_triples: np.ndarray
+    user_features: np.ndarray | None
+    item_features: np.ndarray | None
+
+    def __post_init__(self) -> None:
+        self.aug_triples = np.asarray(self.aug_triples, dtype=np.int64).reshape(-1, 3)
+        if (self.user_features is None) != (self.item_features is None):
+            raise ValueError("give both user and item side features, or neither")

@@ -156,8 +156,8 @@ def _build_llmrec(spec: LLMRecSpec, data: SplitData, inputs: ModelInputs,
 
     aug = _require(inputs.augmentation, spec, "its augmentation artefact")
     fu, fi = (aug.user_features, aug.item_features) if spec.side_features else (None, None)
-    return LLMRec(data.n_users, data.n_items, _adjacency(data, device), aug.aug_triples,
-                  len(data.train), fu, fi, spec, data.seed)
+    return LLMRec(data.n_users, data.n_items, _adjacency(data, device), aug.aug_triples, fu, fi,
+                  spec, data.seed)
 
 
 REGISTRY: dict[str, ModelEntry] = {
@@ -167,7 +167,7 @@ REGISTRY: dict[str, ModelEntry] = {
                            _build_partitioned_lightgcn),
     "recmind": ModelEntry(RecMindSpec, _build_recmind, _recmind_needs, True),
     "gat_llm": ModelEntry(GATLLMSpec, _build_gat_llm, _gat_needs, True),
-    "llmrec": ModelEntry(LLMRecSpec, _build_llmrec, _llmrec_needs, False),
+    "llmrec": ModelEntry(LLMRecSpec, _build_llmrec, _llmrec_needs, True),
 }
 
 

@@ -308,7 +308,8 @@ class PopularitySpec(Spec):
 class LLMRecSpec(Spec):
     """LLMRec (WSDM 2024) on LightGCN: see :mod:`recmind_dist.models.llmrec` (model) and
     :mod:`recmind_dist.augment` (candidates, LM augmentation, artefact). Train with
-    :func:`recmind_dist.augment.run.run_llmrec` (makes/reuses the augmentation first)."""
+    `recmind-dist train` (:mod:`recmind_dist.pipeline.augmentation` makes or reuses the
+    augmentation artefact first)."""
 
     name: Literal["llmrec"] = "llmrec"
     dim: int = Field(64, gt=0, description="= LightGCN's")
@@ -337,6 +338,9 @@ class LLMRecSpec(Spec):
         "loss dropped every epoch")
     mae_ratio: float = Field(0.3, ge=0, lt=1, description="fraction of feature dims masked")
     mae_weight: float = Field(0.1, ge=0, description="weight of the MAE reconstruction loss")
+    mae_rows: int | None = Field(
+        512, ge=1, description="users (and as many items) whose masked features are rebuilt "
+        "per step (an unbiased estimate of the all-node MAE loss); None = all nodes")
     lm: GenerateSpec = Field(
         default_factory=GenerateSpec, description="generative backend (default offline: "
         "templates + encoder similarity, no generative model)")

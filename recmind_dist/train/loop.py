@@ -97,6 +97,8 @@ def shard_batches(
 def steps_per_epoch(n_edges: int, batch_size: int, world: int = 1) -> int:
     """How many global batches :func:`shard_batches` yields for ``n_edges`` training edges
     (with ``world > 1`` a last global batch smaller than ``world`` is dropped)."""
+    if world > 1 and batch_size < world:  # every global batch is cut to nothing
+        return 0
     full, rest = divmod(n_edges, batch_size)
     if world > 1:
         rest -= rest % world

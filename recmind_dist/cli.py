@@ -169,18 +169,16 @@ def train(
     set_: SetOpt = None,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
-    """Train the spec's model, evaluate the best-validation checkpoint, log to MLflow."""
+    """Train the spec's model, evaluate the best-validation checkpoint, log to MLflow.
+
+    `--set train.workers=N` trains on N Ray Train workers (replicated, or
+    `--set train.mode=partitioned`); an llmrec spec makes its augmentation artefact first."""
     from recmind_dist.pipeline import run_training
     from recmind_dist.specs import load_spec
     from recmind_dist.tracking import tracking_uri
 
     spec = load_spec(config, set_)
-    if spec.model.name == "llmrec":  # augmentation artefact first (made once, then reused)
-        from recmind_dist.pipeline.augmentation import run_llmrec
-
-        outcome = run_llmrec(spec, progress=progress)
-    else:
-        outcome = run_training(spec, progress=progress)
+    outcome = run_training(spec, progress=progress)
     r = outcome.result
     metrics = {f"test/{k}": v for k, v in r.test.items()}
     print_metrics(f"{spec.name} (best epoch {r.best_epoch}, {r.train_seconds:.1f}s training)",
@@ -223,29 +221,79 @@ def embed(
 @app.command()
 @friendly
 def evaluate(
-    run: Annotated[str, typer.Option("--run", help="MLflow run id of a finished training run")],
+    run: Annotated[str | None, typer.Option(
+        "--run", help="MLflow run id of a finished training run")] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="instead of --run: the newest finished run trained with this "
+        "job spec (after --set) in its experiment")] = None,
+    set_: SetOpt = None,
     export_topk: Annotated[
         Path | None, typer.Option(help="write every test user's top-K (raw ids) to this Parquet")
     ] = None,
     k: Annotated[int | None, typer.Option(help="K of the export (default: spec eval.export_k)")] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
 ) -> None:
-    """Re-evaluate a run's best checkpoint on the test split; optionally export its top-K."""
-    from recmind_dist.eval.evaluator import SplitEvaluator
-    from recmind_dist.pipeline import export_topk as do_export
-    from recmind_dist.pipeline import load_run
-    from recmind_dist.specs import TrackingSpec
+    """Re-evaluate a run's best checkpoint on the test split (logged to the run as
+    eval/test/...); optionally export every test user's top-K."""
+    from recmind_dist.pipeline.evaluation import evaluate_run, newest_run_of
+    from recmind_dist.specs import TrackingSpec, load_spec
     from recmind_dist.tracking import tracking_uri as resolve_uri
 
-    uri = tracking_uri or resolve_uri(TrackingSpec())
-    spec, ds, data, model = load_run(run, uri)
-    evaluator = SplitEvaluator(data, spec.eval)
-    test = evaluator.evaluate(model, "test")
-    print_metrics(f"run {run}", {f"test/{k_}": v for k_, v in test.items()}, spec.eval.ks)
-    if export_topk is not None:
-        n = do_export(model, data, evaluator, ds.user_raw_ids, ds.item_raw_ids,
-                      k or spec.eval.export_k, export_topk)  # fmt: skip
-        console.print(f"wrote {n} rows to {export_topk}")
+    if (run is None) == (config is None):
+        raise InputError("evaluate", "--run", "give exactly one of --run RUN_ID or --config SPEC")
+    if config is not None:
+        spec = load_spec(config, set_)
+        uri = tracking_uri or resolve_uri(spec.tracking)
+        run = newest_run_of(spec.model_copy(update={"tracking": spec.tracking.model_copy(
+            update={"uri": uri})}))
+    else:
+        uri = tracking_uri or resolve_uri(TrackingSpec())
+    ev = evaluate_run(run, uri, export_topk, k)
+    print_metrics(f"run {run}", {f"test/{k_}": v for k_, v in ev.test.items()}, ev.spec.eval.ks)
+    if ev.topk_rows is not None:
+        console.print(f"wrote {ev.topk_rows} rows to {export_topk}")
+    print(f"RUN_ID={run}")
+
+
+@app.command()
+@friendly
+def pipeline(
+    config: ConfigOpt,
+    set_: SetOpt = None,
+    skip_embed: Annotated[bool, typer.Option(help="do not run the embedding stage")] = False,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """The whole job: embed node texts (models that read them) -> train -> evaluate.
+
+    The embedding stage fills the cache training reads (the same as `recmind-dist embed`),
+    so training re-encodes nothing; each stage's wall time is printed."""
+    import time
+
+    from recmind_dist.models.registry import needed_inputs
+    from recmind_dist.pipeline import run_embedding, run_training
+    from recmind_dist.pipeline.evaluation import evaluate_run
+    from recmind_dist.specs import load_spec
+    from recmind_dist.tracking import tracking_uri
+
+    spec = load_spec(config, set_)
+    stages: dict[str, float] = {}
+    t0 = time.perf_counter()
+    if not skip_embed and "text_features" in needed_inputs(spec.model) and \
+            "profiles" not in needed_inputs(spec.model):
+        run_embedding(spec, spec.model.features_backend, progress)
+        stages["embed_s"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    outcome = run_training(spec, progress=progress)
+    stages["train_s"] = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    ev = evaluate_run(outcome.run_id, tracking_uri(spec.tracking))
+    stages["evaluate_s"] = time.perf_counter() - t2
+    print_metrics(f"{spec.name} (best epoch {outcome.result.best_epoch})",
+                  {f"test/{k}": v for k, v in ev.test.items()}, spec.eval.ks)
+    console.print("  ".join(f"{k} {v:.1f}" for k, v in stages.items()))
+    console.print(f"MLflow run id: [bold]{outcome.run_id}[/]  experiment: "
+                  f"{spec.tracking.experiment}  tracking URI: {tracking_uri(spec.tracking)}")
+    print(f"RUN_ID={outcome.run_id}")
 
 
 @app.command()

@@ -98,6 +98,10 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     _mlflow().log_metrics(clean, step=step)
 
 
+def set_tags(tags: dict[str, str]) -> None:
+    _mlflow().set_tags(tags)
+
+
 def log_text(text: str, artifact_file: str) -> None:
     _mlflow().log_text(text, artifact_file)
 

@@ -11,10 +11,8 @@
   (no base model, generator or encoder is loaded on a hit).
 * :func:`augmentation_inputs` is what training needs: the artefact (made if missing) as
   :class:`recmind_dist.models.inputs.LLMRecInputs` on the split's local ids.
-* :func:`run_llmrec` is the train job for ``model.name == "llmrec"`` with an optional
-  pre-built generator/encoder: ensure the artefact, the ordinary
-  :func:`recmind_dist.pipeline.training.run_training`, then log the artefact and who made it
-  to the same MLflow run.
+* :func:`log_augmentation` logs the artefact to the training run;
+  :func:`run_llmrec` makes the artefact with a pre-built generator/encoder, then trains.
 """
 
 from __future__ import annotations
@@ -59,6 +57,7 @@ __all__ = [
     "base_job_spec",
     "ensure_augmentation",
     "generate_spec",
+    "log_augmentation",
     "run_llmrec",
 ]
 
@@ -243,20 +242,24 @@ def augmentation_inputs(spec: JobSpec, dataset: Dataset, data: SplitData) -> LLM
 # ------------------------------------------------------------------------------ train job
 
 
-def run_llmrec(spec: JobSpec, progress: bool = True, generator: Any = None, encoder: Any = None
-               ) -> RunOutcome:
-    """Train job for an LLMRec spec: artefact, training (MLflow run), artefact logged to it."""
-    import mlflow
-
+def log_augmentation(spec: JobSpec, data: SplitData) -> None:
+    """Log the spec's augmentation artefact (files, who made it, its statistics) to the
+    ACTIVE MLflow run (called by :func:`recmind_dist.pipeline.training.run_training`)."""
     from recmind_dist import tracking
 
-    m = _llmrec_spec(spec)
+    art = find_artifact(_llmrec_spec(spec), data)
+    if art is None:
+        return
+    log_to_mlflow(art)
+    if spec.model.base_run:
+        tracking.set_tags({"base_run": spec.model.base_run})
+
+
+def run_llmrec(spec: JobSpec, progress: bool = True, generator: Any = None, encoder: Any = None
+               ) -> RunOutcome:
+    """Train job for an LLMRec spec with a pre-built generator/encoder (tests, benchmarks):
+    the artefact made with them, then the ordinary training job (which logs it). Without
+    them, ``run_training`` alone does the same."""
     dataset, data = prepare(spec)
-    art = ensure_augmentation(spec, dataset, data, generator, encoder, progress)
-    outcome = run_training(spec, progress)
-    mlflow.set_tracking_uri(tracking.tracking_uri(spec.tracking))
-    with mlflow.start_run(run_id=outcome.run_id):
-        log_to_mlflow(art)
-        if m.base_run:
-            mlflow.set_tag("base_run", m.base_run)
-    return outcome
+    ensure_augmentation(spec, dataset, data, generator, encoder, progress)
+    return run_training(spec, progress)

@@ -172,6 +172,10 @@ def run_training(spec: JobSpec, progress: bool = True) -> RunOutcome:
         tracking.log_metrics({f"data/{k}": v for k, v in data.summary().items()})
         if features is not None:
             tracking.log_metrics({f"features/{k}": v for k, v in features.summary().items()})
+        if inputs.augmentation is not None:
+            from recmind_dist.pipeline.augmentation import log_augmentation
+
+            log_augmentation(spec, data)
 
         def on_epoch(epoch: int, row: dict[str, float], _: Recommender) -> None:
             tracking.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)

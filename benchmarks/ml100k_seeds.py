@@ -39,7 +39,8 @@ def run(config: Path, seed: int, target: float | None, overrides: list[str]) -> 
                 reached.update(t=row["train_seconds"], epoch=epoch)
 
     res = train_model(model, data, spec.train, ev, spec.seed, on_epoch, progress=False)
-    return {**{k: res.test[k] for k in KEYS}, "best_epoch": res.best_epoch,
+    buckets = {k: v for k, v in res.test.items() if "/" in k and k.endswith(("_at_20", "_at_40"))}
+    return {**{k: res.test[k] for k in KEYS}, **buckets, "best_epoch": res.best_epoch,
             "train_s": res.train_seconds, "t_target": reached.get("t"),
             "epoch_target": reached.get("epoch")}  # fmt: skip
 

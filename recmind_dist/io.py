@@ -29,7 +29,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recmind_dist.errors import InputError
+
+class OutputRefused(ValueError):
+    """An output path that would lose data or cannot be written: the path, the option or
+    spec field that named it, and why. Printed by the CLI like an ``InputError`` (this layer
+    may not import :mod:`recmind_dist.errors`)."""
+
+    def __init__(self, source: str | Path, field: str | None, message: str) -> None:
+        self.source, self.field, self.message = str(source), field, message
+        where = f"{source}, field '{field}'" if field else str(source)
+        super().__init__(f"{where}: {message}")
 
 #: Marker file in every folder the project writes (datasets, splits, caches, artefacts).
 OWNER_MARKER = ".recmind-dist"
@@ -93,18 +102,18 @@ def check_output_dir(path: str | Path, inputs: Iterable[str | Path | None] = (),
     """Refuse an output folder that would lose data; return it.
 
     Accepted: an absent path, an empty folder, or a folder with :data:`OWNER_MARKER`.
-    Refused (:class:`InputError` naming the folder): the path is a file, it is an input,
+    Refused (:class:`OutputRefused` naming the folder): the path is a file, it is an input,
     inside an input or holds one, or it is a non-empty folder the project did not make."""
     path = Path(path)
     resolved = path.resolve()
     for src in inputs:
         if src is not None and _holds(resolved, Path(src).resolve()):
-            raise InputError(path, field, f"is or holds the input {src}; write the output "
+            raise OutputRefused(path, field, f"is or holds the input {src}; write the output "
                              "to another folder (inputs are never replaced)")
     if path.exists() and not path.is_dir():
-        raise InputError(path, field, "exists and is not a folder; refusing to replace it")
+        raise OutputRefused(path, field, "exists and is not a folder; refusing to replace it")
     if path.is_dir() and not is_owned(path) and any(path.iterdir()):
-        raise InputError(path, field, "folder exists, is not empty and was not written by "
+        raise OutputRefused(path, field, "folder exists, is not empty and was not written by "
                          f"recmind-dist (no {OWNER_MARKER} marker); refusing to replace it: "
                          "choose a new or empty folder")
     return path
@@ -114,9 +123,9 @@ def _mkdir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(path, None, f"cannot create the folder ({exc.strerror})") from None
+        raise OutputRefused(path, None, f"cannot create the folder ({exc.strerror})") from None
     if not os.access(path, os.W_OK | os.X_OK):
-        raise InputError(path, None, "folder is not writable (permission denied)")
+        raise OutputRefused(path, None, "folder is not writable (permission denied)")
 
 
 @contextlib.contextmanager

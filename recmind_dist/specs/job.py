@@ -44,6 +44,9 @@ class TrainSpec(Spec):
     )
     partitioner: Literal["metis", "random"] = Field("metis", description="partitioned mode")
     max_failures: int = Field(1, ge=0, description="worker-group restarts from the last checkpoint")
+    checkpoint_every: int = Field(
+        1, ge=0, description="single process: save a resume checkpoint to the MLflow run every "
+        "N epochs (0: only when the loop stops); `train --resume RUN` continues from it")
 
 
 class EvalSpec(Spec):

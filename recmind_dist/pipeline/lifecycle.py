@@ -89,6 +89,28 @@ def signals_interrupt() -> Iterator[None]:
             signal.signal(s, h)
 
 
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """SIGINT/SIGTERM arriving inside are held until the block ends (a checkpoint being
+    written is never cut in half), then raised as :class:`Interrupted`."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[str] = []
+
+    def _hold(signum: int, _frame: Any) -> None:
+        pending.append(signal.Signals(signum).name)
+
+    old = {s: signal.signal(s, _hold) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    if pending:
+        raise Interrupted(pending[0])
+
+
 def _end_killed(run_id: str, reason: str) -> None:
     mlflow = tracking._mlflow()
     with contextlib.suppress(Exception):

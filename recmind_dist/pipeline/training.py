@@ -215,7 +215,7 @@ def log_resume_state(state: ResumeState) -> None:
     """Log a single-process resume checkpoint to the active run (``resume/state.pt``)."""
     import tempfile
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with lifecycle.signals_deferred(), tempfile.TemporaryDirectory() as tmp:
         tracking.log_file(state.save(Path(tmp) / "state.pt"), "resume")
 
 

@@ -124,6 +124,7 @@ def tracked_run(spec: JobSpec, tags: dict[str, str], resume_run: str | None = No
                 ) -> Iterator[Any]:
     """A new MLflow run for ``spec`` (or the run ``resume_run`` re-opened) with liveness tags;
     SIGINT/SIGTERM end it KILLED with a reason tag and raise :class:`Interrupted`."""
+    reap_dead_runs(tracking.tracking_uri(spec.tracking))
     with signals_interrupt():
         if resume_run is None:
             ctx = tracking.mlflow_run(spec, {**tags, **liveness_tags()})

@@ -49,14 +49,15 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except (InputError, OutputRefused) as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except (Interrupted, KeyboardInterrupt) as exc:
             name = getattr(exc, "signal_name", "SIGINT")
             run = getattr(exc, "run_id", None)
             tail = (f"; MLflow run {run} marked KILLED (continue it: recmind-dist train "
                     f"--resume {run})") if run else ""
-            err_console.print(f"[bold red]interrupted:[/] {name}{tail}", highlight=False)
+            err_console.print(f"[bold red]interrupted:[/] {name}{tail}", highlight=False,
+                              soft_wrap=True)
             raise typer.Exit(getattr(exc, "exit_status", 130)) from None
 
     return wrapper

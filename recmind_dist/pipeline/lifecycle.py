@@ -163,6 +163,7 @@ def signals_ignored() -> Iterator[None]:
 def _reopened(spec: JobSpec, run_id: str) -> Iterator[Any]:
     mlflow = tracking._mlflow()
     mlflow.set_tracking_uri(tracking.tracking_uri(spec.tracking))
+    mlflow.set_experiment(experiment_id=mlflow.get_run(run_id).info.experiment_id)
     with mlflow.start_run(run_id=run_id) as run:
         mlflow.set_tags({**liveness_tags(), TAG_END_REASON: "", "recmind.resumed": "true"})
         yield run

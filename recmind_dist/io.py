@@ -64,9 +64,13 @@ def _temp_prefix(path: Path) -> str:
 
 
 def sweep_temp(path: str | Path) -> list[Path]:
-    """Remove ``path``'s temp siblings (``.<name>.<pid>.*``) whose writer process is gone.
+    """Clean ``path``'s temp siblings (``.<name>.<pid>.*``) whose writer process is gone.
 
-    Returns what was removed. Temp files of a live process (a concurrent writer) are kept."""
+    A half-written temp file/folder is removed. A previous version parked by
+    :func:`atomic_dir` (``.<name>.<pid>.old``) is put back when ``path`` is missing (the
+    writer died between the two renames), else its entries the new version lacks are moved
+    into ``path`` before it is removed: nothing a user put there is lost. Temp entries of a
+    live process (a concurrent writer) are kept. Returns what was cleaned."""
     path = Path(path)
     parent = path.parent
     if not parent.is_dir():
@@ -78,6 +82,13 @@ def sweep_temp(path: str | Path) -> list[Path]:
         if m is None or pid_alive(int(m.group(1))):
             continue
         with contextlib.suppress(OSError):
+            if entry.name.endswith(".old") and entry.is_dir():
+                if not path.exists():
+                    os.replace(entry, path)
+                    removed.append(entry)
+                    continue
+                if path.is_dir():
+                    _carry_over(entry, path)
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
             else:
@@ -169,10 +180,10 @@ def atomic_dir(path: str | Path, inputs: Iterable[str | Path | None] = ()) -> It
         (tmp / OWNER_MARKER).write_text("written by recmind-dist; safe to rebuild\n")
         yield tmp
         if path.exists() and any(path.iterdir()):
-            _carry_over(path, tmp)
             old = path.with_name(f"{_temp_prefix(path)}old")
             os.replace(path, old)
             os.replace(tmp, path)
+            _carry_over(old, path)  # what the new version does not write stays
             shutil.rmtree(old)
         else:
             if path.exists():

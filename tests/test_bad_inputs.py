@@ -779,3 +779,22 @@ def test_interrupted_job_then_rerun(c: SignalCase, world: World, tmp_path: Path,
         assert skipped >= done_shards - 1 >= 0, res.output
         new = [r for r in runs() if r.info.run_id != rid]
         assert len(new) == 1 and new[0].info.status == "FINISHED"
+
+
+# ------------------------------------------------------------------------------ atomic_dir
+
+
+def test_writer_killed_between_renames_is_repaired(tmp_path):
+    """A writer killed after parking the old version: the next write restores or merges it."""
+    from recmind_dist.io import OWNER_MARKER, atomic_dir
+
+    dead = _dead_pid()
+    old = tmp_path / f".ds.{dead}.old"  # parked previous version, new one never renamed in
+    old.mkdir()
+    (old / OWNER_MARKER).write_text("")
+    (old / "NOTES.md").write_text("mine")
+    with atomic_dir(tmp_path / "ds") as tmp:
+        (tmp / "data.txt").write_text("new")
+    assert (tmp_path / "ds" / "NOTES.md").read_text() == "mine"  # restored, then kept
+    assert (tmp_path / "ds" / "data.txt").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]

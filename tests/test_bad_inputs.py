@@ -700,7 +700,14 @@ SIGNAL_CASES = [
 
 def _wait(pred: Callable[[], bool], proc: subprocess.Popen, what: str, limit: float = 90.0):
     deadline = time.monotonic() + limit
-    while not pred():
+
+    def ready() -> bool:
+        try:
+            return pred()
+        except Exception:  # noqa: BLE001 - e.g. the store is busy with the job's own writes
+            return False
+
+    while not ready():
         if proc.poll() is not None:
             raise AssertionError(f"process ended ({proc.returncode}) before {what}: "
                                  f"{proc.stderr.read() if proc.stderr else ''}")

@@ -8,7 +8,6 @@ Metric keys: ``{split}/{metric}_at_{k}`` (``valid/ndcg_at_20``), bucket metrics
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import subprocess
@@ -19,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from recmind_dist.io import dumps_json
 from recmind_dist.specs import JobSpec, TrackingSpec
 
 
@@ -107,7 +107,8 @@ def log_text(text: str, artifact_file: str) -> None:
 
 
 def log_json(obj: Any, artifact_file: str) -> None:
-    log_text(json.dumps(obj, indent=2, sort_keys=True, default=str), artifact_file)
+    """Strict JSON (NaN/inf as null, never bare ``NaN``)."""
+    log_text(dumps_json(obj), artifact_file)
 
 
 def log_file(path: str | Path, artifact_path: str | None = None) -> None:

@@ -102,15 +102,15 @@ def main() -> None:
 
     med_o, med_p = statistics.median(ours_t), statistics.median(pyg_t)
     print(f"\nml-100k LightGCN (dim 64, 3 layers, batch 2048, {args.epochs} epochs, "
-          f"{torch.get_num_threads()} threads; {len(data.train)} training edges)")  # fmt: skip
+          f"{torch.get_num_threads()} threads; {len(data.train)} training edges)")
     print("| implementation | median epoch (s) | test Recall@20 | test NDCG@20 | Recall@40 |")
     print("|---|---|---|---|---|")
     for name, med, q in (("recmind-dist", med_o, ours_q), ("PyG LightGCN", med_p, pyg_q)):
         print(f"| {name} | {med:.3f} | {q['recall_at_20']:.4f} | {q['ndcg_at_20']:.4f} "
-              f"| {q['recall_at_40']:.4f} |")  # fmt: skip
+              f"| {q['recall_at_40']:.4f} |")
     print(f"\nratio ours / PyG = {med_o / med_p:.3f}  (goal <= 0.3)")
     print(f"full-ranking test evaluation (942 users x 1447 items, all metrics + buckets): "
-          f"median {statistics.median(eval_t) * 1000:.1f} ms")  # fmt: skip
+          f"median {statistics.median(eval_t) * 1000:.1f} ms")
 
 
 if __name__ == "__main__":

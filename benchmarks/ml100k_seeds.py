@@ -42,7 +42,7 @@ def run(config: Path, seed: int, target: float | None, overrides: list[str]) -> 
     buckets = {k: v for k, v in res.test.items() if "/" in k and k.endswith(("_at_20", "_at_40"))}
     return {**{k: res.test[k] for k in KEYS}, **buckets, "best_epoch": res.best_epoch,
             "train_s": res.train_seconds, "t_target": reached.get("t"),
-            "epoch_target": reached.get("epoch")}  # fmt: skip
+            "epoch_target": reached.get("epoch")}
 
 
 def main() -> None:
@@ -68,7 +68,7 @@ def main() -> None:
         for s, r in zip(args.seeds, rows, strict=True):
             tt = "-" if r["t_target"] is None else f"{r['t_target']:.1f} (ep {r['epoch_target']})"
             print(f"| {s} | " + " | ".join(f"{r[k]:.4f}" for k in KEYS)
-                  + f" | {r['best_epoch']} | {r['train_s']:.1f} | {tt} |")  # fmt: skip
+                  + f" | {r['best_epoch']} | {r['train_s']:.1f} | {tt} |")
         mean_std = [
             f"{statistics.mean(r[k] for r in rows):.4f} ± {statistics.pstdev(r[k] for r in rows):.4f}"
             for k in KEYS

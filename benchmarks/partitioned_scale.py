@@ -59,7 +59,7 @@ def _worker(rank: int, world: int, tmp: str, mode: str, cfg: dict) -> None:
     after_import = _current_rss_mb()
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     dist.init_process_group("gloo", init_method=f"file://{tmp}/pg-{mode}", rank=rank,
-                            world_size=world)  # fmt: skip
+                            world_size=world)
     from recmind_dist.models.base import Batch
     from recmind_dist.specs import LightGCNSpec
 
@@ -122,7 +122,7 @@ def _worker(rank: int, world: int, tmp: str, mode: str, cfg: dict) -> None:
            "rss_after_import_mb": after_import, "build_s": build_s,
            "step_s_median": float(np.median(times[1:] if len(times) > 1 else times)),
            "first_step_s": times[0], "halo_bytes_per_layer_received": halo_bytes,
-           "loss_last": float(loss.detach())}  # fmt: skip
+           "loss_last": float(loss.detach())}
     with open(f"{tmp}/res-{mode}-{rank}.json", "w") as f:
         json.dump(out, f)
     dist.barrier()
@@ -132,7 +132,7 @@ def _worker(rank: int, world: int, tmp: str, mode: str, cfg: dict) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])  # fmt: skip
+                                epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--users", type=int, default=300_000)
     p.add_argument("--items", type=int, default=700_000)
     p.add_argument("--edges", type=int, default=10_000_000)
@@ -197,11 +197,11 @@ def main() -> None:
             pickle.dump(an, f, protocol=5)
     del an
     cfg = {"n_users": args.users, "n_items": args.items, "dim": args.dim,
-           "layers": args.layers, "threads": args.threads}  # fmt: skip
+           "layers": args.layers, "threads": args.threads}
     for mode in modes:
         t0 = time.perf_counter()
         mp.start_processes(_worker, args=(args.workers, tmp, mode, cfg), nprocs=args.workers,
-                           start_method="spawn")  # fmt: skip
+                           start_method="spawn")
         timings[f"run_{mode}_s"] = time.perf_counter() - t0
         for r in range(args.workers):
             with open(f"{tmp}/res-{mode}-{r}.json") as f:
@@ -209,7 +209,7 @@ def main() -> None:
 
     report = {"nodes": n_nodes, "edges": nnz // 2, "nnz": nnz, "workers": args.workers,
               "dim": args.dim, "layers": args.layers, "steps": args.steps, "batch": args.batch,
-              "halo": halo, "workers_runs": rows, "timings": timings}  # fmt: skip
+              "halo": halo, "workers_runs": rows, "timings": timings}
     full_table_mb = n_nodes * args.dim * 4 / 2**20
     print(f"graph: {n_nodes:,} nodes, {nnz // 2:,} edges ({nnz:,} nnz of Â); dim {args.dim}; "
           f"{args.workers} workers; full table {full_table_mb:.0f} MB (float32)")

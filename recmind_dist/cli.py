@@ -104,7 +104,7 @@ def data_fetch(
     path = fetch_dataset(name, cache_dir, offline=offline)
     ds = load_dataset(path)
     console.print(f"{name}: {ds.n_users} users, {ds.n_items} items, "
-                  f"{len(ds.interactions)} interactions -> {path}")  # fmt: skip
+                  f"{len(ds.interactions)} interactions -> {path}")
 
 
 @data_app.command("import")
@@ -167,7 +167,7 @@ def data_split(config: ConfigOpt, set_: SetOpt = None) -> None:
     spec = load_spec(config, set_)
     dataset, data = prepare(spec)
     console.print({"split": data.key, **data.summary(),
-                   "files": str(Path(dataset.path) / "splits" / data.key)})  # fmt: skip
+                   "files": str(Path(dataset.path) / "splits" / data.key)})
 
 
 # ----------------------------------------------------------------------------- train / eval
@@ -207,12 +207,12 @@ def train(
     r = outcome.result
     metrics = {f"test/{k}": v for k, v in r.test.items()}
     print_metrics(f"{spec.name} (best epoch {r.best_epoch}, {r.train_seconds:.1f}s training)",
-                  metrics, spec.eval.ks)  # fmt: skip
+                  metrics, spec.eval.ks)
     console.print(f"stopped: {r.stop_reason}")
     console.print(f"MLflow run id: [bold]{outcome.run_id}[/]  experiment: {spec.tracking.experiment}"
-                  f"  tracking URI: {tracking_uri(spec.tracking)}")  # fmt: skip
+                  f"  tracking URI: {tracking_uri(spec.tracking)}")
     console.print(f"look: mlflow ui --backend-store-uri {tracking_uri(spec.tracking)} "
-                  "--host 127.0.0.1  |  recmind-dist compare", highlight=False)  # fmt: skip
+                  "--host 127.0.0.1  |  recmind-dist compare", highlight=False)
     print(f"RUN_ID={outcome.run_id}")
 
 

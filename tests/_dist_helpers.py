@@ -20,7 +20,7 @@ def tiny_spec(dataset_dir: Path, **train) -> JobSpec:
         "model": {"name": "lightgcn", "dim": 16, "layers": 2},
         "train": t,
         "eval": {"ks": [10, 20]},
-    })  # fmt: skip
+    })
 
 
 def write_tiny(root: Path, n_users: int = 80, n_items: int = 100, per_user: int = 20) -> Path:
@@ -33,7 +33,7 @@ def write_tiny(root: Path, n_users: int = 80, n_items: int = 100, per_user: int 
         root / "tinyd", inter, None, None,
         np.array([f"u{i}" for i in range(n_users)], dtype=object),
         np.array([f"i{i}" for i in range(n_items)], dtype=object), source="test",
-    )  # fmt: skip
+    )
 
 
 def single_process(spec: JobSpec):
@@ -48,7 +48,7 @@ def single_process(spec: JobSpec):
     model = build_model(spec.model, data)
     init = pickle.loads(pickle.dumps(model))  # deepcopy cannot copy sparse CSR tensors
     result = train_model(model, data, spec.train, SplitEvaluator(data, spec.eval), spec.seed,
-                         progress=False)  # fmt: skip
+                         progress=False)
     return data, init, result, model
 
 

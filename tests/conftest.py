@@ -35,7 +35,7 @@ def tiny_dataset(tmp_path: Path):
         tmp_path / "tiny", inter, None, items,
         np.array([f"u{i}" for i in range(30)], dtype=object),
         np.array([f"i{i}" for i in range(40)], dtype=object), source="test",
-    )  # fmt: skip
+    )
     return load_dataset(out)
 
 

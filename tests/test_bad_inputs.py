@@ -64,7 +64,7 @@ class World:
             "embed": {"model": str(self.bert), "batch_size": 8, "shard_rows": 8,
                       "dtype": "float32"},
             "tracking": {"uri": self.uri, "experiment": "catalogue"},
-        }  # fmt: skip
+        }
         for key, value in sections.items():
             spec[key] = {**spec.get(key, {}), **value} if isinstance(value, dict) else value
         for key in drop:

@@ -20,7 +20,7 @@ def _spec(tmp_path: Path, dataset: Path, **train) -> Path:
         "train": {"epochs": 3, "batch_size": 64, "lr": 0.01, "stop_metric": "ndcg_at_10", **train},
         "eval": {"ks": [5, 10], "export_k": 5},
         "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "tiny"},
-    }  # fmt: skip
+    }
     p = tmp_path / "spec.yaml"
     p.write_text(yaml.safe_dump(spec))
     return p
@@ -48,7 +48,7 @@ def test_train_evaluate_export_compare(tiny_dataset, tmp_path, monkeypatch):
 
     out = tmp_path / "top.parquet"
     res = runner.invoke(app, ["evaluate", "--run", run_id, "--export-topk", str(out),
-                              "--tracking-uri", uri])  # fmt: skip
+                              "--tracking-uri", uri])
     assert res.exit_code == 0, res.output
     top = pd.read_parquet(out)
     assert list(top.columns) == ["user", "rank", "item", "score"]
@@ -61,7 +61,7 @@ def test_train_evaluate_export_compare(tiny_dataset, tmp_path, monkeypatch):
     truth = test.assign(user=raw_u[test.user], item=raw_i[test.item])
     truth_sets = truth.groupby("user")["item"].apply(set)
     recalls = [len(set(g.item) & truth_sets[u]) / len(truth_sets[u])
-               for u, g in top.groupby("user")]  # fmt: skip
+               for u, g in top.groupby("user")]
     assert abs(sum(recalls) / len(recalls) - run.data.metrics["test/recall_at_5"]) < 1e-6
 
     res = runner.invoke(app, ["compare", "--experiment", "tiny", "--tracking-uri", uri])
@@ -86,7 +86,7 @@ def test_bad_inputs_give_one_clear_line(tiny_dataset, tmp_path, monkeypatch):
     assert res.exit_code == 2 and "no-such-set" in res.output
 
     res = runner.invoke(app, ["evaluate", "--run", "0123", "--tracking-uri",
-                              f"sqlite:///{tmp_path / 'm.db'}"])  # fmt: skip
+                              f"sqlite:///{tmp_path / 'm.db'}"])
     assert res.exit_code == 2 and "run" in res.output
 
 
@@ -94,7 +94,7 @@ def test_embed_command_writes_the_cache_training_reads(tiny_dataset, tmp_path, m
     monkeypatch.chdir(tmp_path)
     spec = _spec(tmp_path, tiny_dataset.path)
     args = ["embed", "--config", str(spec), "--backend", "local", "--no-progress",
-            "--set", f"data.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+            "--set", f"data.cache_dir={tmp_path / 'cache'}"]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "embed/items/texts_per_s" in res.output

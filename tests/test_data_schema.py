@@ -98,7 +98,7 @@ def test_duplicates_keep_latest_and_are_counted(caplog: pytest.LogCaptureFixture
     df = pd.DataFrame(
         {"user": [0, 0, 1, 0], "item": [1, 1, 2, 1], "rating": [1.0, 5.0, 3.0, 2.0],
          "timestamp": [5, 9, 1, 7]}
-    )  # fmt: skip
+    )
     with caplog.at_level(logging.WARNING):
         clean, dropped = validate_interactions(df, "x.csv")
     assert dropped == 2
@@ -132,7 +132,7 @@ def test_write_dataset_records_dropped_duplicates(tmp_path: Path) -> None:
         (pd.DataFrame({"user": [0]}), "item", "missing"),
         (pd.DataFrame({"user": [0], "item": [0], "extra": [1]}), "extra", "unexpected"),
     ],
-)  # fmt: skip
+)
 def test_validate_interactions_errors(frame: pd.DataFrame, field: str, words: str) -> None:
     with pytest.raises(InputError) as exc:
         validate_interactions(frame, "ratings.csv")
@@ -233,7 +233,7 @@ def test_load_missing_column(dataset_dir: Path) -> None:
         (pa.table({"user": pa.array([], pa.int64()), "item": pa.array([], pa.int64())}),
          "user", "empty"),
     ],
-)  # fmt: skip
+)
 def test_load_bad_interactions(dataset_dir: Path, table: pa.Table, field: str, words: str) -> None:
     _overwrite_interactions(dataset_dir, table)
     with pytest.raises(InputError) as exc:
@@ -271,7 +271,7 @@ def test_load_checksum_mismatch(dataset_dir: Path) -> None:
         dataset_dir,
         pa.table({"user": [0, 0, 1, 2, 2], "item": [0, 1, 1, 2, 0],
                   "rating": [5.0, 3.0, 4.0, 1.0, 1.0], "timestamp": [10, 20, 30, 40, 50]}),
-    )  # fmt: skip
+    )
     with pytest.raises(InputError) as exc:
         load_dataset(dataset_dir)
     _expect(exc, "meta.json", "checksum")

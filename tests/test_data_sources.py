@@ -364,7 +364,7 @@ def fake_grouplens(
         name="ml-fake", n_users=2, n_items=2, n_interactions=3,
         grouplens_url="https://example.invalid/ml-fake.zip",
         grouplens_md5=hashlib.md5(archive.read_bytes()).hexdigest(), grouplens_dir="ml-100k",
-    )  # fmt: skip
+    )
     monkeypatch.setitem(fetch.REGISTRY, "ml-fake", spec)
     monkeypatch.setattr(fetch, "_download", fake_download)
     return calls

@@ -29,7 +29,7 @@ def _views(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tor
 def _worker(rank: int, world: int, tmp: str) -> None:
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     dist.init_process_group("gloo", init_method=f"file://{tmp}/pg", rank=rank,
-                            world_size=world)  # fmt: skip
+                            world_size=world)
     a, b, qa, qb = _views()
     sl = slice(rank * B, (rank + 1) * B)
     a_r = a[sl].clone().requires_grad_(True)
@@ -72,7 +72,7 @@ def test_all_gather_is_identity_without_process_group():
 def _ragged_worker(rank: int, world: int, tmp: str) -> None:
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     dist.init_process_group("gloo", init_method=f"file://{tmp}/pg2", rank=rank,
-                            world_size=world)  # fmt: skip
+                            world_size=world)
     x = torch.full((2 + rank, 3), float(rank), requires_grad=True)
     y = all_gather_autograd(x)
     (y * torch.arange(len(y), dtype=torch.float32)[:, None]).sum().backward()

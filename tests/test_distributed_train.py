@@ -59,7 +59,7 @@ def test_killed_worker_resumes_from_checkpoint(ray_local, reference, tmp_path, m
     monkeypatch.setenv(FAIL_MARKER_ENV, str(marker))
     monkeypatch.setenv(FAIL_RANK_ENV, "1")
     spec2 = spec.model_copy(update={"train": spec.train.model_copy(
-        update={"workers": 2, "max_failures": 2})})  # fmt: skip
+        update={"workers": 2, "max_failures": 2})})
     out = train_distributed(spec2, data, worker_model(spec2, data, ModelInputs()), model=init, storage_path=root / "ray2")
     assert marker.exists(), "the test hook did not fire"
     assert out.restarts == 1
@@ -75,9 +75,9 @@ def test_killed_worker_resumes_from_checkpoint(ray_local, reference, tmp_path, m
 def test_partitioned_two_workers_follow_single_process(ray_local, reference):
     root, spec, data, init, ref, ref_model = reference
     spec2 = spec.model_copy(update={"train": spec.train.model_copy(
-        update={"workers": 2, "mode": "partitioned", "partitioner": "metis"})})  # fmt: skip
+        update={"workers": 2, "mode": "partitioned", "partitioner": "metis"})})
     spec2 = spec2.model_copy(update={"data": spec2.data.model_copy(
-        update={"cache_dir": root / "cache"})})  # fmt: skip
+        update={"cache_dir": root / "cache"})})
     out = train_distributed(spec2, data, worker_model(spec2, data, ModelInputs()), model=init, storage_path=root / "ray3")
     assert list((root / "cache" / "partitions").glob("*-metis-2-*.npy"))
     assert _max_diff(out.state_dict, ref_model.state_dict()) <= 1e-4

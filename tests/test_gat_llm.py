@@ -149,11 +149,11 @@ def test_pipeline_uses_lm_written_profiles_when_the_spec_names_a_generator(tiny_
         "split": {"threshold": None},
         "model": {"name": "gat_llm", "profiles": {"backend": "offline",
                                                   "cache_dir": str(tmp_path / "gen")}},
-    }, "test")  # fmt: skip
+    }, "test")
     data = make_split(tiny_dataset, spec.split, spec.seed)
     feats = model_inputs(spec, tiny_dataset, data).features
     assert feats.info["profiles_backend"] == "offline"
     assert feats.item_vec.shape[0] == data.n_items and feats.item_has_text.all()
     plain = parse_spec({**spec.model_dump(mode="json"),
-                        "model": {"name": "gat_llm"}}, "test")  # fmt: skip
+                        "model": {"name": "gat_llm"}}, "test")
     assert "profiles_backend" not in model_inputs(plain, tiny_dataset, data).features.info

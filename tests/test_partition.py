@@ -77,7 +77,7 @@ def test_split_graph_reassembles_the_adjacency():
         import scipy.sparse as sp
 
         local = sp.csr_matrix((lg.data, lg.indices, lg.indptr),
-                              shape=(lg.n_own, len(cols))).toarray()  # fmt: skip
+                              shape=(lg.n_own, len(cols))).toarray()
         np.testing.assert_allclose(dense[np.ix_(lg.own, cols)], local)
         assert np.abs(np.delete(dense[lg.own], cols, axis=1)).sum() == 0
         assert (parts[lg.halo] != lg.rank).all()
@@ -91,7 +91,7 @@ def _init(rank: int, world: int, tmp: str) -> None:
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{tmp}/pg", rank=rank,
-                            world_size=world)  # fmt: skip
+                            world_size=world)
 
 
 def _propagation_worker(rank: int, world: int, tmp: str, method: str) -> None:
@@ -112,7 +112,7 @@ def _propagation_worker(rank: int, world: int, tmp: str, method: str) -> None:
     layers = partitioned_layers(padj, x, 3)
     (torch.stack(layers).mean(0) * w[own]).sum().backward()
     torch.save({"own": own, "layers": [t.detach() for t in layers], "grad": x.grad,
-                "halo_bytes": padj.halo_bytes}, f"{tmp}/out{rank}.pt")  # fmt: skip
+                "halo_bytes": padj.halo_bytes}, f"{tmp}/out{rank}.pt")
     from _dist_helpers import end_worker
 
     end_worker()
@@ -184,10 +184,10 @@ def test_partitioned_lightgcn_gradient_equals_single_process(tmp_path: Path):
     torch.save({"nu": nu, "ni": ni, "pairs": torch.from_numpy(pairs),
                 "parts": torch.from_numpy(metis_partition(an, 2)),
                 "e0": ref.embedding.weight.detach().clone(), "users": users, "pos": pos,
-                "neg": neg}, tmp_path / "setup.pt")  # fmt: skip
+                "neg": neg}, tmp_path / "setup.pt")
     outs = _spawn(_train_step_worker, 2, tmp_path)
     loss, _ = ref.training_loss(Batch(users, pos, neg), 1)
     loss.backward()
     for o in outs:
         torch.testing.assert_close(o["grad"], ref.embedding.weight.grad[o["own"]],
-                                   atol=1e-6, rtol=1e-5)  # fmt: skip
+                                   atol=1e-6, rtol=1e-5)

@@ -34,7 +34,7 @@ def test_metrics_match_brute_force_with_buckets():
     scores = (user @ item.T).numpy()
     train = np.array([(u, i) for u in range(nu) for i in rng.choice(ni, 10, False)])
     test = np.array([(u, i) for u in range(nu) for i in rng.choice(ni, 6, False)
-                     if (u, i) not in set(map(tuple, train))])  # fmt: skip
+                     if (u, i) not in set(map(tuple, train))])
     test = test[test[:, 0] % 7 != 0]  # some users have no test items
     ks = [1, 5, 10, 40]
     excl = interaction_matrix(nu, ni, train)

@@ -31,7 +31,7 @@ def _spec(tmp_path: Path, dataset: Path, experiment: str) -> Path:
                   "stop_metric": "ndcg_at_10"},
         "eval": {"ks": [5, 10], "export_k": 5},
         "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": experiment},
-    }  # fmt: skip
+    }
     p = tmp_path / f"{experiment}.yaml"
     p.write_text(yaml.safe_dump(spec))
     return p

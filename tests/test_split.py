@@ -44,7 +44,7 @@ def test_temporal_split_puts_latest_in_test(tiny_dataset):
 
 def test_cold_item_split_has_no_training_edge(tiny_dataset):
     data = make_split(tiny_dataset, SplitSpec(threshold=None, protocol="cold_item",
-                                              cold_fraction=0.25), seed=1)  # fmt: skip
+                                              cold_fraction=0.25), seed=1)
     assert len(data.cold_items) == 10
     assert not np.isin(data.train[:, 1], data.cold_items).any()
     held = np.concatenate([data.valid[:, 1], data.test[:, 1]])

@@ -61,7 +61,7 @@ def test_same_seed_same_checksum(tmp_path: Path) -> None:
 
 def _words(text: str) -> set[str]:
     return set(re.findall(r"[a-z]+", text.lower())) - {"a", "an", "the", "and", "with", "story",
-                                                       "about", "along", "way"}  # fmt: skip
+                                                       "about", "along", "way"}
 
 
 def test_text_carries_topic_signal(synth: Dataset) -> None:

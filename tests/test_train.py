@@ -25,7 +25,7 @@ def _run(spec, data, epochs=25, lr=5e-3, seed=0):
     model = build_model(spec, data)
     ev = SplitEvaluator(data, EvalSpec(ks=[20]))
     res = train_model(model, data, TrainSpec(epochs=epochs, lr=lr, patience=100), ev, seed,
-                      progress=False)  # fmt: skip
+                      progress=False)
     return res, model
 
 
@@ -53,7 +53,7 @@ def test_training_is_reproducible(synth_split):
         np.testing.assert_allclose(va.numpy(), vb.numpy(), rtol=0, atol=1e-5)
     assert a.test.keys() == b.test.keys()
     np.testing.assert_allclose([a.test[k] for k in a.test], [b.test[k] for k in a.test],
-                               rtol=0, atol=1e-3)  # fmt: skip
+                               rtol=0, atol=1e-3)
     c, _ = _run(LightGCNSpec(dim=16, layers=1), synth_split, epochs=3, seed=1)
     assert c.test["ndcg_at_20"] != a.test["ndcg_at_20"]
 
@@ -69,7 +69,7 @@ def test_early_stopping_keeps_best_state(synth_split):
 
     # an absurd learning rate makes validation worse after the first epochs
     res = train_model(model, synth_split, TrainSpec(epochs=40, lr=0.5, patience=3), ev, 0,
-                      on_epoch=snapshot, progress=False)  # fmt: skip
+                      on_epoch=snapshot, progress=False)
     assert res.epochs_run < 40 and "no ndcg_at_20 improvement" in res.stop_reason
     # the best epoch is the first maximum of the validation history, and training stopped
     # `patience` validations after it

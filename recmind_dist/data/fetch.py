@@ -127,7 +127,7 @@ def _pip_download(requirement: str, work: Path, timeout_s: float) -> Path:
     cmd = [
         sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
         "--disable-pip-version-check", "-q", requirement, "-d", str(work),
-    ]  # fmt: skip
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
     wheels = sorted(work.glob("*.whl"))
     if proc.returncode != 0 or not wheels:

@@ -49,13 +49,13 @@ ML100K_GENRES: tuple[str, ...] = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
     "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance",
     "Sci-Fi", "Thriller", "War", "Western",
-)  # fmt: skip
+)
 ML1M_OCCUPATIONS: tuple[str, ...] = (
     "other", "academic/educator", "artist", "clerical/admin", "college/grad student",
     "customer service", "doctor/health care", "executive/managerial", "farmer", "homemaker",
     "K-12 student", "lawyer", "programmer", "retired", "sales/marketing", "scientist",
     "self-employed", "technician/engineer", "tradesman/craftsman", "unemployed", "writer",
-)  # fmt: skip
+)
 USER_COLUMNS: tuple[str, ...] = ("age", "gender", "occupation", "zip_code")
 
 
@@ -345,7 +345,7 @@ def import_recbole_atomic(src_dir: str | Path, name: str, out_dir: str | Path) -
     raw = RawTables(
         _recbole_interactions(inter_path), users, items,
         str(inter_path), str(user_path), str(item_path),
-    )  # fmt: skip
+    )
     return _write_raw_tables(raw, out_dir, f"recbole:{name}", {"importer_name": "recbole_atomic"})
 
 
@@ -524,7 +524,7 @@ def import_table(
     raw = RawTables(
         inter, users, items, str(path),
         str(users_path) if users_path else None, str(items_path) if items_path else None,
-    )  # fmt: skip
+    )
     return _write_raw_tables(
         raw, out_dir, f"table:{path.name}", {"importer_name": "table", "mapping": dict(mapping)}
     )

@@ -73,11 +73,11 @@ THEMES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
      ("jungle", "ocean", "wildlife", "mountain", "island", "forest", "whale", "expedition")),
     ("Drama", ("emotional", "tragic", "intimate", "bittersweet"),
      ("sibling", "grief", "memory", "betrayal", "redemption", "marriage", "sacrifice", "letter")),
-)  # fmt: skip
+)
 AGE_GROUPS: tuple[str, ...] = ("18-24", "25-34", "35-44", "45-54", "55-64", "65+")
 REGIONS: tuple[str, ...] = (
     "north", "south", "east", "west", "central", "coastal", "mountain", "islands",
-)  # fmt: skip
+)
 _SYLLABLES = ("ka", "lo", "mi", "ren", "tas", "vu", "zor", "pel", "qui", "dan", "fey", "gor")
 
 
@@ -356,14 +356,14 @@ def _items_table(rng: np.random.Generator, theta: np.ndarray, vocab: Vocabulary)
     description = (
         _article(adj1) + adj1 + " " + noun1 + " story about a " + noun2 + " and a " + noun3
         + ", with " + adj2 + " " + noun4 + " along the way."
-    )  # fmt: skip
+    )
     genres = np.where(
         strong_second, vocab.genres[first] + ", " + vocab.genres[second], vocab.genres[first]
     )
     return pd.DataFrame(
         {"id": np.arange(len(theta), dtype=np.int64), "title": title, "genres": genres,
          "description": description}
-    )  # fmt: skip
+    )
 
 
 def _users_table(rng: np.random.Generator, theta: np.ndarray, vocab: Vocabulary) -> pd.DataFrame:
@@ -377,11 +377,11 @@ def _users_table(rng: np.random.Generator, theta: np.ndarray, vocab: Vocabulary)
     interests = (
         "Enjoys " + noun1 + ", " + noun2 + " and " + _pick(rng, vocab.nouns, second) + " stories ("
         + vocab.genres[first] + ", " + vocab.genres[second] + ")"
-    )  # fmt: skip
+    )
     return pd.DataFrame(
         {"id": np.arange(n, dtype=np.int64), "age_group": ages[age_idx],
          "region": regions[rng.integers(len(regions), size=n)], "interests": interests}
-    )  # fmt: skip
+    )
 
 
 def _raw_ids(prefix: str, n: int) -> np.ndarray:
@@ -422,8 +422,8 @@ def generate_synthetic(
     params = {
         "n_topics": n_topics, "seed": seed, "zipf_a": zipf_a, "degree_a": degree_a,
         "requested_interactions": n_interactions,
-    }  # fmt: skip
+    }
     return write_dataset(
         out_dir, interactions, users, items, _raw_ids("u", n_users), _raw_ids("i", n_items),
         source="synthetic", extra_meta={"generator": params},
-    )  # fmt: skip
+    )

@@ -64,7 +64,7 @@ def metis_partition(a: sp.csr_matrix, n_parts: int, seed: int = 0) -> np.ndarray
     _, membership = pymetis.part_graph(n_parts, csr, options=opts)
     parts = np.asarray(membership, dtype=np.int32)
     log.info("METIS: %d nodes into %d parts in %.1fs", a.shape[0], n_parts,
-             time.perf_counter() - t0)  # fmt: skip
+             time.perf_counter() - t0)
     return parts
 
 
@@ -114,5 +114,5 @@ def halo_stats(a: sp.csr_matrix, parts: np.ndarray, n_parts: int, dim: int = 64,
             "part": p, "own_rows": int((parts == p).sum()), "halo_rows": halo,
             "nnz": int(sel.sum()), "cut_nnz": len(remote),
             "halo_bytes_per_layer": halo * dim * bytes_per_value,
-        })  # fmt: skip
+        })
     return out

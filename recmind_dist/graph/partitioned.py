@@ -98,7 +98,7 @@ def split_graph(a_norm: sp.csr_matrix, parts: np.ndarray, world: int,
             send.append(pos_in_owner[need])
         indptr, indices, data = subs[r]
         out.append(LocalGraph(r, world, n, owns[r], indptr, indices, data, halo, recv, send,
-                              parts if keep_parts else None))  # fmt: skip
+                              parts if keep_parts else None))
     return out
 
 
@@ -112,7 +112,7 @@ class _Exchange(torch.autograd.Function):
         ctx.meta = (x.shape[0], send_counts, recv_counts, group)
         out = x.new_empty((sum(recv_counts), x.shape[1]))
         dist.all_to_all_single(out, x[send_cat].contiguous(), output_split_sizes=recv_counts,
-                               input_split_sizes=send_counts, group=group)  # fmt: skip
+                               input_split_sizes=send_counts, group=group)
         return out
 
     @staticmethod
@@ -121,7 +121,7 @@ class _Exchange(torch.autograd.Function):
         n, send_counts, recv_counts, group = ctx.meta
         back = grad.new_empty((sum(send_counts), grad.shape[1]))
         dist.all_to_all_single(back, grad.contiguous(), output_split_sizes=send_counts,
-                               input_split_sizes=recv_counts, group=group)  # fmt: skip
+                               input_split_sizes=recv_counts, group=group)
         gx = grad.new_zeros((n, grad.shape[1]))
         gx.index_add_(0, send_cat, back)
         return gx, None, None, None, None
@@ -169,7 +169,7 @@ class PartitionedAdjacency:
     def halo(self, x_own: torch.Tensor) -> torch.Tensor:
         self.halo_bytes += sum(self.recv_counts) * x_own.shape[1] * x_own.element_size()
         return exchange_rows(x_own, self.send_cat, self.send_counts, self.recv_counts,
-                             self.group)  # fmt: skip
+                             self.group)
 
     def propagate(self, x_own: torch.Tensor) -> torch.Tensor:
         x = torch.cat([x_own, self.halo(x_own)], 0)
@@ -197,7 +197,7 @@ def fetch_rows(x_own: torch.Tensor, ids: torch.Tensor, parts: torch.Tensor,
     req_counts_l, in_counts_l = req_counts.tolist(), in_counts.tolist()
     asked = want.new_empty(sum(in_counts_l))
     dist.all_to_all_single(asked, want, output_split_sizes=in_counts_l,
-                           input_split_sizes=req_counts_l, group=group)  # fmt: skip
+                           input_split_sizes=req_counts_l, group=group)
     got = exchange_rows(x_own, asked, in_counts_l, req_counts_l, group)
     out = torch.empty_like(got)
     out = out.index_copy(0, order, got)  # differentiable scatter back to request order

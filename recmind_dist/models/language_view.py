@@ -167,7 +167,7 @@ class LanguageView(nn.Module):
             nn.Sequential(nn.Linear(spec.dim + 1, spec.fallback_hidden), nn.ReLU(),
                           nn.Linear(spec.fallback_hidden, spec.dim))
             if spec.fallback == "mlp" else None
-        )  # fmt: skip
+        )
 
     def forward(self, e0: torch.Tensor, deg_norm: torch.Tensor,
                 grad_nodes: torch.Tensor | None = None) -> torch.Tensor:

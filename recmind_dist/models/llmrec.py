@@ -149,7 +149,7 @@ class LLMRec(LightGCN):
             self.last_prune = {"aug_kept": float(keep.sum()), "aug_dropped": float((~keep).sum()),
                                "aug_loss_kept": float(losses[keep].mean()) if keep.any() else 0.0,
                                "aug_loss_dropped": float(losses[~keep].mean())
-                               if (~keep).any() else 0.0}  # fmt: skip
+                               if (~keep).any() else 0.0}
             aug = aug[keep]
         perm = torch.randperm(len(aug), generator=self._gen).to(aug.device)
         self.schedule.start_epoch(aug[perm], steps_per_epoch)

@@ -301,4 +301,4 @@ class RecMind(Recommender):
         has = self.language.has_text.cpu().numpy()
         nu = self.n_users
         return {"users_fallback": float((~has[:nu]).sum()),
-                "items_fallback": float((~has[nu:]).sum())}  # fmt: skip
+                "items_fallback": float((~has[nu:]).sum())}

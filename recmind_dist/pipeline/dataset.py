@@ -39,7 +39,7 @@ def resolve_dataset(data: DataSpec) -> Dataset:
         out = cache / f"table-{stable_hash([t.model_dump(mode='json'), stamp], 12)}"
         if not (out / "meta.json").exists():
             mapping = {"user": t.user, "item": t.item, "item_id_col": t.item_id_col,
-                       "user_id_col": t.user_id_col}  # fmt: skip
+                       "user_id_col": t.user_id_col}
             if t.rating:
                 mapping["rating"] = t.rating
             if t.timestamp:

@@ -103,16 +103,16 @@ def run_embedding(spec: JobSpec, backend: str = "ray", progress: bool = True,
     preflight.check_job(spec, dataset, data, texts=True)
     kwargs = {"ray_address": ray_address} if backend == "ray" and ray_address else {}
     with lifecycle.tracked_run(spec, {"job": "embed", "dataset_checksum": str(dataset.checksum),
-                                      "split_key": data.key}) as run:  # fmt: skip
+                                      "split_key": data.key}) as run:
         feats = node_text_features(dataset, data, spec.text, spec.embed, features_root(spec),
-                                   backend=backend, progress=progress, **kwargs)  # fmt: skip
+                                   backend=backend, progress=progress, **kwargs)
         stats: dict[str, float] = dict(feats.summary())
         for kind, res in feats.info.get("results", {}).items():
             stats.update({f"embed/{kind}/texts_per_s": res.texts_per_s,
                           f"embed/{kind}/tokens_per_s": res.tokens_per_s,
                           f"embed/{kind}/wall_s": res.wall_s,
                           f"embed/{kind}/n_encoded": float(res.n_encoded),
-                          f"embed/{kind}/shards_skipped": float(res.shards_skipped)})  # fmt: skip
+                          f"embed/{kind}/shards_skipped": float(res.shards_skipped)})
         tracking.log_metrics(stats)
         tracking.log_json({k: str(v) for k, v in feats.info.items() if k != "results"},
                           "features.json")
@@ -178,7 +178,7 @@ def run_training(spec: JobSpec, progress: bool = True,
     model = build_model(spec.model, data, inputs, device)
     evaluator = SplitEvaluator(data, spec.eval)
     tags = {"dataset_checksum": str(dataset.checksum), "split_key": data.key,
-            "dataset_source": str(dataset.meta.get("source", ""))}  # fmt: skip
+            "dataset_source": str(dataset.meta.get("source", ""))}
     with lifecycle.tracked_run(spec, tags, resume[0] if resume else None) as run:
         tracking.log_metrics({f"data/{k}": v for k, v in data.summary().items()})
         if features is not None:
@@ -269,7 +269,7 @@ def export_topk(
             "rank": np.tile(np.arange(1, kk + 1), len(batch)),
             "item": raw_item[data.item_ids[items.numpy().ravel()]],
             "score": scores.numpy().ravel().astype(np.float32),
-        }))  # fmt: skip
+        }))
     table = pd.concat(frames, ignore_index=True)
     write_parquet(table, out)
     return len(table)

@@ -110,7 +110,7 @@ class JobSpec(Spec):
     @model_validator(mode="after")
     def _stop_metric_is_computed(self) -> JobSpec:
         valid = {f"{m}_at_{k}" for m in ("recall", "ndcg", "precision", "hit", "mrr")
-                 for k in self.eval.ks}  # fmt: skip
+                 for k in self.eval.ks}
         if self.train.stop_metric not in valid:
             raise ValueError(
                 f"train.stop_metric {self.train.stop_metric!r} is not computed with eval.ks="

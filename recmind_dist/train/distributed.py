@@ -135,7 +135,7 @@ def _with_fault(batches, fault: dict | None, epoch: int, rank: int, world: int):
     die_rank = None if fault is None else (world - 1 if fault["rank"] is None else fault["rank"])
     for i, item in enumerate(batches):
         if (die_rank == rank and fault["epoch"] == epoch and i == 1
-                and not Path(fault["marker"]).exists()):  # fmt: skip
+                and not Path(fault["marker"]).exists()):
             Path(fault["marker"]).write_text(f"killed rank {rank} at epoch {epoch}\n")
             log.warning("test hook: rank %d exits at epoch %d", rank, epoch)
             os._exit(1)
@@ -393,7 +393,7 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
         test = evaluator.evaluate(model, "test")
         best_epoch = tracker.best_epoch if trainable else 0
         result = TrainResult(best_epoch, best_valid, test, history, train_seconds, epoch,
-                             stop_reason)  # fmt: skip
+                             stop_reason)
         extra = {"result": asdict(result), "restarts": restarts, "world": world}
         final_state["final_model"] = full_state if partitioned else state_for_checkpoint(model)
     _report({"epoch": epoch, "final": 1}, final_state, rank, extra)
@@ -464,7 +464,7 @@ def train_distributed(
             failure_config=FailureConfig(max_failures=ts.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
-    )  # fmt: skip
+    )
     out = trainer.fit()
     if out.checkpoint is None:
         raise RuntimeError(f"distributed training produced no checkpoint (error: {out.error})")
@@ -487,7 +487,7 @@ def train_for_pipeline(spec: JobSpec, data: SplitData, model: Recommender,
     out = train_distributed(
         spec, data, worker_model, model=model, mlflow_run_id=mlflow_run_id,
         tracking_uri=tracking.tracking_uri(spec.tracking),
-    )  # fmt: skip
+    )
     if out.state_dict is not None and model.trainable:
         model.load_state_dict(out.state_dict)
     model.to(device)

@@ -174,7 +174,7 @@ class BestTracker:
     def state_dict(self) -> dict[str, Any]:
         return {k: copy.deepcopy(getattr(self, k)) for k in
                 ("stop_metric", "best_score", "best_epoch", "best_valid", "best_state",
-                 "bad_rounds")}  # fmt: skip
+                 "bad_rounds")}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for k, v in state.items():

@@ -32,3 +32,11 @@ def runs_table(
     cols.update({f"metrics.{m}": m for m in metrics if f"metrics.{m}" in runs.columns})
     present = [c for c in cols if c in runs.columns]
     return runs[present].rename(columns=cols)
+
+
+def experiment_names(tracking_uri: str) -> list[str]:
+    """The experiments of a store (for "did you mean" in errors)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    return sorted(e.name for e in client.search_experiments())

@@ -12,7 +12,7 @@ from pathlib import Path
 from recmind_dist import tracking
 from recmind_dist.errors import InputError
 from recmind_dist.eval.evaluator import SplitEvaluator
-from recmind_dist.pipeline.training import export_topk, load_run
+from recmind_dist.pipeline.training import export_item_columns, export_topk, load_run
 from recmind_dist.specs import JobSpec
 
 
@@ -60,5 +60,6 @@ def evaluate_run(run_id: str, tracking_uri: str, export_to: Path | None = None,
     rows = None
     if export_to is not None:
         rows = export_topk(model, data, evaluator, dataset.user_raw_ids, dataset.item_raw_ids,
-                           k or spec.eval.export_k, export_to)
+                           k or spec.eval.export_k, export_to,
+                           item_columns=export_item_columns(dataset, spec.text))
     return Evaluation(run_id, spec, test, rows)

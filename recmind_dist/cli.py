@@ -64,6 +64,23 @@ def _main(verbose: Annotated[bool, typer.Option(
     if not verbose:
         for noisy in ("alembic", "mlflow", "urllib3", "filelock", "httpx"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_output()
+
+
+def on_terminal(progress: bool) -> bool:
+    """Progress bars only for a person watching a terminal (never in piped / job logs)."""
+    return progress and sys.stderr.isatty()
+
+
+def quiet_output() -> None:
+    """No download bars from MLflow; no colour codes from Ray when the output is not a
+    terminal (job logs, files)."""
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if not (sys.stdout.isatty() and sys.stderr.isatty()):
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' bars too
 
 
 def print_metrics(title: str, metrics: dict[str, float], ks: list[int]) -> None:
@@ -205,7 +222,8 @@ def data_split(config: ConfigOpt, set_: SetOpt = None) -> None:
 def train(
     config: ConfigOpt,
     set_: SetOpt = None,
-    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    progress: Annotated[bool, typer.Option(
+        help="show progress bars (only ever on a terminal)")] = True,
 ) -> None:
     """Train the spec's model, evaluate the best-validation checkpoint, log to MLflow.
 
@@ -216,7 +234,7 @@ def train(
     from recmind_dist.tracking import tracking_uri
 
     spec = load_spec(config, set_)
-    outcome = run_training(spec, progress=progress)
+    outcome = run_training(spec, progress=on_terminal(progress))
     r = outcome.result
     metrics = {f"test/{k}": v for k, v in r.test.items()}
     print_metrics(f"{spec.name} (best epoch {r.best_epoch}, {r.train_seconds:.1f}s training)",
@@ -234,9 +252,12 @@ def train(
 def embed(
     config: ConfigOpt,
     set_: SetOpt = None,
-    backend: Annotated[str, typer.Option(help="ray (Ray Data actor pool) or local")] = "ray",
+    backend: Annotated[str, typer.Option(
+        help="auto (in-process below embed.local_below_texts texts, else Ray), ray (Ray Data "
+        "actor pool) or local (in-process)")] = "auto",
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster (default: local)")] = None,
-    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    progress: Annotated[bool, typer.Option(
+        help="show progress bars (only ever on a terminal)")] = True,
 ) -> None:
     """Embed item texts and training-only user profiles with the frozen LM (spec `embed`).
 
@@ -246,10 +267,10 @@ def embed(
     from recmind_dist.pipeline import run_embedding
     from recmind_dist.specs import load_spec
 
-    if backend not in ("ray", "local"):
-        raise InputError("--backend", "backend", f"expected ray or local, got {backend!r}")
+    if backend not in ("auto", "ray", "local"):
+        raise InputError("--backend", "backend", f"expected auto, ray or local, got {backend!r}")
     spec = load_spec(config, set_)
-    run_id, stats = run_embedding(spec, backend, progress, ray_address)
+    run_id, stats = run_embedding(spec, backend, on_terminal(progress), ray_address)
     for k, v in sorted(stats.items()):
         console.print(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}")
     console.print(f"MLflow run id: [bold]{run_id}[/]")
@@ -303,7 +324,8 @@ def pipeline(
     config: ConfigOpt,
     set_: SetOpt = None,
     skip_embed: Annotated[bool, typer.Option(help="do not run the embedding stage")] = False,
-    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    progress: Annotated[bool, typer.Option(
+        help="show progress bars (only ever on a terminal)")] = True,
 ) -> None:
     """The whole job: embed node texts (models that read them) -> train -> evaluate.
 
@@ -322,10 +344,10 @@ def pipeline(
     t0 = time.perf_counter()
     if not skip_embed and "text_features" in needed_inputs(spec.model) and \
             "profiles" not in needed_inputs(spec.model):
-        run_embedding(spec, spec.model.features_backend, progress)
+        run_embedding(spec, spec.model.features_backend, on_terminal(progress))
         stages["embed_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    outcome = run_training(spec, progress=progress)
+    outcome = run_training(spec, progress=on_terminal(progress))
     stages["train_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     ev = evaluate_run(outcome.run_id, tracking_uri(spec.tracking))

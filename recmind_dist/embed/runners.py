@@ -52,6 +52,9 @@ class EncoderReplica:
 
         from recmind_dist.embed.encoder import TextEncoder
 
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a bar per actor in the driver's log says nothing
         spec = EmbedSpec.model_validate_json(spec_json)
         self.spec = spec
         self.group = None
@@ -104,13 +107,13 @@ def run_local(pending: list[Shard], spec: EmbedSpec, model_id: str, pbar: Any,
                               and torch.cuda.is_available() else "cpu",
                               torch_threads=spec.torch_threads)
     rank0 = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
-    w = ShardWriter(pending, spec, encoder.dim, pbar, is_writer=rank0)
+    w = ShardWriter(pending, spec, encoder.dim, None, is_writer=rank0)  # pbar counts texts
     for s in pending:
         sel = np.flatnonzero(s.has_text)
         key = (s.kind, s.index)
         if len(sel):
             vecs, lengths = encoder.encode_with_lengths([s.texts[i] for i in sel],
-                                                        spec.batch_size)
+                                                        spec.batch_size, on_batch=pbar.update)
             w.add(s.kind, s.index, s.ids[sel], vecs, lengths)
         else:
             w.finish(key)
@@ -139,7 +142,7 @@ def run_ray(pending: list[Shard], spec: EmbedSpec, model_id: str, dim: int, text
     n_rep, tp = layout.replicas, layout.tensor_parallel
     if n_rows:
         check_fits(spec, layout, cpus, node_cpus, node_gpus)
-    w = ShardWriter(pending, spec, dim, pbar)
+    w = ShardWriter(pending, spec, dim, None)  # pbar counts texts as their vectors arrive
     paths = []
     for s in pending:
         sel = np.flatnonzero(s.has_text)
@@ -174,6 +177,11 @@ def run_ray(pending: list[Shard], spec: EmbedSpec, model_id: str, dim: int, text
         num_gpus=spec.gpus_per_replica or None,  # = tp GPUs at tensor_parallel > 1
         batch_size=None,
         batch_format="numpy",
+        # Ray Data passes a map actor's constructor through the object store, and with actor
+        # restarts on, every run logged an E-level core_worker line (ray#53727). A lost actor
+        # now fails its tasks (retried on the pool's other actors); a failed job keeps its
+        # finished shards and a rerun resumes from them.
+        max_restarts=0,
     )
     tp_seen = {"ranks": 0, "param_share": 0.0}  # what the replicas reported
     for batch in out.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
@@ -181,6 +189,7 @@ def run_ray(pending: list[Shard], spec: EmbedSpec, model_id: str, dim: int, text
             tp_seen["ranks"] = max(tp_seen["ranks"], int(batch["tp_size"].max()))
             tp_seen["param_share"] = max(tp_seen["param_share"],
                                          float(batch["param_share"].max()))
+        pbar.update(len(batch["id"]))
         kinds, shards = batch["kind"], batch["shard"]
         keys = pd.DataFrame({"k": kinds, "s": shards}).groupby(["k", "s"]).indices
         for (k, sh), rows in keys.items():

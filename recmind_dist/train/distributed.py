@@ -180,6 +180,9 @@ def _report(metrics: dict[str, Any], state: dict[str, Any] | None, rank: int,
 
     import ray.train
 
+    # Ray Train logs every report ("Reporting training result k: TrainingReport(...)") at INFO
+    # from every worker; the per-epoch numbers already go to MLflow and the driver's log.
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
     if rank == 0 and state is not None:
         d, ckpt = _save_checkpoint(state, extra_json)
         try:

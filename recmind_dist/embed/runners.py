@@ -49,10 +49,9 @@ class EncoderReplica:
 
     def __init__(self, spec_json: str, model_id: str) -> None:
         import torch
+        from transformers.utils import logging as hf_logging
 
         from recmind_dist.embed.encoder import TextEncoder
-
-        from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # a bar per actor in the driver's log says nothing
         spec = EmbedSpec.model_validate_json(spec_json)

@@ -124,10 +124,10 @@ def why_user_left_out(ds: Any, split: Any, canon: Any) -> str:
 
 
 BUCKET_LABELS = {
-    "cold": "cold: items with <= eval.cold_degree training edges",
+    "cold": "cold: items with <= eval.cold_degree training interactions",
     "tail": "tail: neither cold nor head",
     "head": "head: top eval.head_fraction by training degree",
-    "unseen": "unseen: items the cold_item split kept out of training",
+    "unseen": "unseen: only the items the cold_item split kept out of training",
 }
 
 

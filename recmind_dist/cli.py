@@ -357,6 +357,8 @@ def pipeline(
     console.print("  ".join(f"{k} {v:.1f}" for k, v in stages.items()))
     console.print(f"MLflow run id: [bold]{outcome.run_id}[/]  experiment: "
                   f"{spec.tracking.experiment}  tracking URI: {tracking_uri(spec.tracking)}")
+    console.print(next_steps(outcome.run_id, spec.tracking.experiment,
+                             tracking_uri(spec.tracking)), highlight=False)
     print(f"RUN_ID={outcome.run_id}")
 
 

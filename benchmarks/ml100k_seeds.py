@@ -11,12 +11,13 @@ loop and the training wall time at which it first reaches ``--target`` is report
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 from pathlib import Path
 
 from recmind_dist.eval.evaluator import SplitEvaluator
 from recmind_dist.models.registry import build_model
-from recmind_dist.pipeline import prepare
+from recmind_dist.pipeline import model_inputs, prepare
 from recmind_dist.specs import load_spec
 from recmind_dist.train.loop import seed_everything, train_model
 
@@ -26,8 +27,8 @@ KEYS = ("recall_at_20", "ndcg_at_20", "recall_at_40", "ndcg_at_40")
 def run(config: Path, seed: int, target: float | None, overrides: list[str]) -> dict:
     spec = load_spec(config, [f"seed={seed}", *overrides])
     seed_everything(spec.seed)
-    _, data = prepare(spec)
-    model = build_model(spec.model, data)
+    dataset, data = prepare(spec)
+    model = build_model(spec.model, data, model_inputs(spec, dataset, data))
     ev = SplitEvaluator(data, spec.eval)
     reached: dict[str, float] = {}
 
@@ -38,7 +39,8 @@ def run(config: Path, seed: int, target: float | None, overrides: list[str]) -> 
                 reached.update(t=row["train_seconds"], epoch=epoch)
 
     res = train_model(model, data, spec.train, ev, spec.seed, on_epoch, progress=False)
-    return {**{k: res.test[k] for k in KEYS}, "best_epoch": res.best_epoch,
+    buckets = {k: v for k, v in res.test.items() if "/" in k and k.endswith(("_at_20", "_at_40"))}
+    return {**{k: res.test[k] for k in KEYS}, **buckets, "best_epoch": res.best_epoch,
             "train_s": res.train_seconds, "t_target": reached.get("t"),
             "epoch_target": reached.get("epoch")}  # fmt: skip
 
@@ -49,9 +51,17 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[2020, 2021, 2022])
     ap.add_argument("--target", type=float, default=None, help="test Recall@20 to time")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--jsonl", type=Path, default=None,
+                    help="also append one JSON line per (config, seed) run to this file")
     args = ap.parse_args()
     for config in args.config:
-        rows = [run(config, s, args.target, args.overrides) for s in args.seeds]
+        rows = []
+        for s in args.seeds:
+            rows.append(run(config, s, args.target, args.overrides))
+            if args.jsonl is not None:
+                with args.jsonl.open("a") as f:
+                    f.write(json.dumps({"config": str(config), "seed": s,
+                                        "overrides": args.overrides, **rows[-1]}) + "\n")
         print(f"\n{config} seeds {args.seeds}")
         print("| seed | " + " | ".join(KEYS) + " | best epoch | train s | s to target |")
         print("|---" * (len(KEYS) + 4) + "|")

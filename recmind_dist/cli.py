@@ -326,6 +326,9 @@ def pipeline(
     skip_embed: Annotated[bool, typer.Option(help="do not run the embedding stage")] = False,
     progress: Annotated[bool, typer.Option(
         help="show progress bars (only ever on a terminal)")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="end with one JSON line: run id, "
+                                          "experiment, tracking URI, test metrics, stage times")
+                       ] = False,
 ) -> None:
     """The whole job: embed node texts (models that read them) -> train -> evaluate.
 
@@ -360,6 +363,13 @@ def pipeline(
     console.print(next_steps(outcome.run_id, spec.tracking.experiment,
                              tracking_uri(spec.tracking)), highlight=False)
     print(f"RUN_ID={outcome.run_id}")
+    if as_json:
+        import json
+
+        print(json.dumps({"run_id": outcome.run_id, "experiment": spec.tracking.experiment,
+                          "tracking_uri": tracking_uri(spec.tracking),
+                          "workers": spec.train.workers, "best_epoch": outcome.result.best_epoch,
+                          "test": ev.test, "stages_s": stages}, sort_keys=True))
 
 
 @app.command()

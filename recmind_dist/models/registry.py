@@ -110,8 +110,10 @@ def _recmind_needs(spec: RecMindSpec) -> frozenset[str]:
 def _build_recmind(spec: RecMindSpec, data: SplitData, inputs: ModelInputs,
                    device: torch.device) -> Recommender:
     from recmind_dist.models.recmind import RecMind
+    from recmind_dist.models.text_controls import apply_text_control
 
-    features = _require(inputs.features, spec, "node text features")
+    features = apply_text_control(_require(inputs.features, spec, "node text features"),
+                                  spec.text_control, data.seed)
     tower = None
     if spec.encoder == "lora":
         from recmind_dist.models.lora_text import NodeTextTower

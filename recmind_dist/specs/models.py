@@ -149,6 +149,10 @@ class RecMindSpec(Spec):
         description="readout=late: h = [g ‖ z] (scores add a text dot product) or "
         "(g + z)/2",
     )
+    text_control: Literal["none", "shuffled", "random"] = Field(
+        "none", description="control runs: shuffled = each node type's texts permuted among "
+        "its nodes (seeded); random = the LM vectors replaced by Gaussian vectors of the same "
+        "shape and norms (precomputed encoder only); none = the real texts")
     fallback: Literal["mlp", "zero"] = Field(
         "mlp",
         description="z of nodes without text: an MLP over [ID embedding ‖ normalised "
@@ -253,6 +257,9 @@ class RecMindSpec(Spec):
 
     @model_validator(mode="after")
     def _effective(self) -> RecMindSpec:
+        if self.text_control == "random" and self.encoder == "lora":
+            raise ValueError("text_control=random replaces frozen LM vectors; it needs "
+                             "encoder=precomputed (use shuffled with lora)")
         if self.readout != "fused" and self.gate != "none":
             raise ValueError(f"readout={self.readout} combines views after propagation; it "
                              f"needs gate=none (got gate={self.gate})")

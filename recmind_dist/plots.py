@@ -39,12 +39,21 @@ def _finite(values: Sequence[float]) -> bool:
     return any(v is not None and not math.isnan(v) for v in values)
 
 
+def validation_columns(columns: Sequence[str],
+                       metrics: Sequence[str] = ("recall", "ndcg")) -> list[str]:
+    """The ``valid/{metric}_at_{k}`` columns worth a curve: ``metrics`` (ranking quality in
+    [0, 1]) when present, else every ``_at_`` metric; counts such as ``valid/n_users`` never."""
+    ranked = sorted(c for c in columns if str(c).startswith("valid/") and "_at_" in str(c))
+    chosen = [c for c in ranked if c.removeprefix("valid/").split("_at_")[0] in metrics]
+    return chosen or ranked
+
+
 def training_curves(
     history: Sequence[Mapping[str, float]], title: str, path: str | Path,
     best_epoch: int | None = None,
 ) -> Path:
-    """Left: each ``train/*`` term per epoch; right: each ``valid/*`` metric per evaluated
-    epoch; a dashed line at ``best_epoch``."""
+    """Left: each ``train/*`` term per epoch; right: the validation ranking metrics
+    (:func:`validation_columns`) per evaluated epoch; a dashed line at ``best_epoch``."""
     frame = pd.DataFrame(list(history))
     fig, (loss_ax, valid_ax) = _figure(11, 4.2, ncols=2)
     epochs = frame["epoch"] if "epoch" in frame else pd.Series(range(1, len(frame) + 1))
@@ -52,7 +61,7 @@ def training_curves(
         if _finite(frame[col].tolist()):
             loss_ax.plot(epochs, frame[col], marker=".", label=col.removeprefix("train/"))
     loss_ax.set(title="training loss terms (mean per batch)", xlabel="epoch", ylabel="loss")
-    for col in sorted(c for c in frame.columns if c.startswith("valid/")):
+    for col in validation_columns(frame.columns):
         rows = frame[col].notna()
         if rows.any():
             valid_ax.plot(epochs[rows], frame[col][rows], marker="o",

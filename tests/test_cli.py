@@ -184,3 +184,12 @@ def test_user_left_out_of_the_split_is_told_why(tiny_dataset):
                    f"(max {top:g})")
     assert why_user_left_out(tiny_dataset, SplitSpec(), np.array([], dtype=int)) == (
         "no such raw user id in the dataset")
+
+
+def test_validation_curves_leave_out_counts():
+    from recmind_dist.plots import validation_columns
+
+    cols = ["epoch", "train/bpr", "valid/n_users", "valid/hit_at_10", "valid/ndcg_at_10",
+            "valid/recall_at_10"]
+    assert validation_columns(cols) == ["valid/ndcg_at_10", "valid/recall_at_10"]
+    assert validation_columns(["valid/n_users", "valid/mrr_at_5"]) == ["valid/mrr_at_5"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -168,20 +169,9 @@ def run_ray(pending: list[Shard], spec: EmbedSpec, model_id: str, dim: int, text
              spec.cpus_per_replica, spec.gpus_per_replica, layout.threads)
     # One small Parquet file is one read block: repartition so every actor gets work.
     ds = ray.data.read_parquet(paths).repartition(n_blocks)
-    out = ds.map_batches(
-        EncoderReplica,
-        fn_constructor_kwargs={"spec_json": actor_spec.model_dump_json(), "model_id": model_id},
-        compute=ray.data.ActorPoolStrategy(size=n_rep),
-        num_cpus=spec.cpus_per_replica * tp,  # the helper ranks run beside the actor
-        num_gpus=spec.gpus_per_replica or None,  # = tp GPUs at tensor_parallel > 1
-        batch_size=None,
-        batch_format="numpy",
-        # Ray Data passes a map actor's constructor through the object store, and with actor
-        # restarts on, every run logged an E-level core_worker line (ray#53727). A lost actor
-        # now fails its tasks (retried on the pool's other actors); a failed job keeps its
-        # finished shards and a rerun resumes from them.
-        max_restarts=0,
-    )
+    with warnings.catch_warnings():  # max_restarts has no named parameter (yet): see below
+        warnings.simplefilter("ignore", DeprecationWarning)
+        out = _map_encoder(ds, spec, actor_spec, model_id, n_rep, tp)
     tp_seen = {"ranks": 0, "param_share": 0.0}  # what the replicas reported
     for batch in out.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
         if len(batch["id"]):
@@ -200,6 +190,34 @@ def run_ray(pending: list[Shard], spec: EmbedSpec, model_id: str, dim: int, text
     for p in paths:  # inputs of finished shards are no longer needed
         Path(p).unlink(missing_ok=True)
     return w.n_encoded, w.n_tokens, layout, tp_seen
+
+
+def _map_encoder(ds: Any, spec: EmbedSpec, actor_spec: EmbedSpec, model_id: str, n_rep: int,
+                 tp: int) -> Any:
+    """``ds.map_batches`` with an :class:`EncoderReplica` pool. Ray Data passes a map actor's
+    constructor through the object store, and with actor restarts on every run logged an
+    E-level core_worker line (ray#53727): restarts are off (a lost actor fails its tasks,
+    retried on the pool's other actors; a failed job keeps its finished shards and a rerun
+    resumes). Ray versions whose map_batches takes no extra remote arguments keep their
+    default."""
+    import inspect
+
+    import ray
+
+    extra = {}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD
+           for p in inspect.signature(ds.map_batches).parameters.values()):
+        extra["max_restarts"] = 0
+    return ds.map_batches(
+        EncoderReplica,
+        fn_constructor_kwargs={"spec_json": actor_spec.model_dump_json(), "model_id": model_id},
+        compute=ray.data.ActorPoolStrategy(size=n_rep),
+        num_cpus=spec.cpus_per_replica * tp,  # the helper ranks run beside the actor
+        num_gpus=spec.gpus_per_replica or None,  # = tp GPUs at tensor_parallel > 1
+        batch_size=None,
+        batch_format="numpy",
+        **extra,
+    )
 
 
 def compute_dtype(spec: EmbedSpec, backend: str, encoder: Any) -> str:

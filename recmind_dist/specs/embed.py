@@ -86,7 +86,7 @@ class EmbedSpec(Spec):
         "blocks that no actor idles, few enough that per-block overhead stays small; "
         "length sorting inside a block removes most padding.")
     local_below_texts: int = Field(
-        20_000, ge=0,
+        50_000, ge=0,
         description="Runner choice of `backend: auto` (the `embed` command's default): a job "
         "with fewer texts to encode than this runs in-process, since a Ray actor pays a fixed "
         "start-up (import torch/transformers, load the model: ~5 s) before its first text; "

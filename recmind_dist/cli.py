@@ -305,9 +305,8 @@ def evaluate(
         raise InputError("evaluate", "--run", "give exactly one of --run RUN_ID or --config SPEC")
     if config is not None:
         spec = load_spec(config, set_)
-        uri = tracking_uri or resolve_uri(spec.tracking)
-        run = newest_run_of(spec.model_copy(update={"tracking": spec.tracking.model_copy(
-            update={"uri": uri})}))
+        uri = existing_store(tracking_uri or resolve_uri(spec.tracking))
+        run = newest_run_of(spec, uri)
     else:
         uri = existing_store(tracking_uri or resolve_uri(TrackingSpec()))
         run = training_run(run, uri)

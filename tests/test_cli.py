@@ -193,3 +193,19 @@ def test_validation_curves_leave_out_counts():
             "valid/recall_at_10"]
     assert validation_columns(cols) == ["valid/ndcg_at_10", "valid/recall_at_10"]
     assert validation_columns(["valid/n_users", "valid/mrr_at_5"]) == ["valid/mrr_at_5"]
+
+
+def test_evaluate_config_finds_the_run_of_a_spec_without_uri(tiny_dataset, tmp_path, monkeypatch):
+    """`evaluate --config` matches the spec as written (tracking.uri unset: ./mlflow.db)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    spec = _spec(tmp_path, tiny_dataset.path, epochs=1)
+    raw = yaml.safe_load(spec.read_text())
+    del raw["tracking"]["uri"]
+    spec.write_text(yaml.safe_dump(raw))
+    res = runner.invoke(app, ["train", "--config", str(spec), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    run_id = res.output.split("RUN_ID=")[1].split()[0]
+    res = runner.invoke(app, ["evaluate", "--config", str(spec)])
+    assert res.exit_code == 0, res.output
+    assert f"RUN_ID={run_id}" in res.output

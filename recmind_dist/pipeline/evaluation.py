@@ -24,12 +24,13 @@ class Evaluation:
     topk_rows: int | None = None
 
 
-def newest_run_of(spec: JobSpec) -> str:
+def newest_run_of(spec: JobSpec, uri: str | None = None) -> str:
     """The newest FINISHED run of ``spec.tracking.experiment`` trained with exactly ``spec``
-    (its ``spec_fingerprint`` tag)."""
+    (its ``spec_fingerprint`` tag), in the store ``uri`` (default: the spec's). The spec is
+    matched as given: resolving its ``tracking.uri`` first would change the fingerprint."""
     import mlflow
 
-    mlflow.set_tracking_uri(tracking.tracking_uri(spec.tracking))
+    mlflow.set_tracking_uri(uri or tracking.tracking_uri(spec.tracking))
     exp = mlflow.get_experiment_by_name(spec.tracking.experiment)
     if exp is None:
         raise InputError("--config", "tracking.experiment",

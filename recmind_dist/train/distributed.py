@@ -174,15 +174,28 @@ def _save_checkpoint(state: dict[str, Any], extra_json: dict | None = None):
     return d, Checkpoint.from_directory(d)
 
 
+def quiet_train_logging() -> dict[str, Any]:
+    """RunConfig arguments that keep Ray Train's own INFO lines out of the job log: every
+    worker logs each report ("Reporting training result k: TrainingReport(...)") at INFO,
+    and the per-epoch numbers already go to MLflow. Empty where RunConfig has no
+    ``logging_config`` (older Ray)."""
+    import dataclasses
+
+    from ray.train import RunConfig
+
+    if "logging_config" not in {f.name for f in dataclasses.fields(RunConfig)}:
+        return {}
+    from ray.train.v2.api.config import LoggingConfig
+
+    return {"logging_config": LoggingConfig(log_level="WARNING")}
+
+
 def _report(metrics: dict[str, Any], state: dict[str, Any] | None, rank: int,
             extra_json: dict | None = None) -> None:
     import shutil
 
     import ray.train
 
-    # Ray Train logs every report ("Reporting training result k: TrainingReport(...)") at INFO
-    # from every worker; the per-epoch numbers already go to MLflow and the driver's log.
-    logging.getLogger("ray.train").setLevel(logging.WARNING)
     if rank == 0 and state is not None:
         d, ckpt = _save_checkpoint(state, extra_json)
         try:
@@ -465,6 +478,7 @@ def train_distributed(
             name=name, storage_path=str(storage),
             failure_config=FailureConfig(max_failures=ts.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            **quiet_train_logging(),
         ),
     )  # fmt: skip
     out = trainer.fit()

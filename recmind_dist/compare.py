@@ -13,7 +13,8 @@ DEFAULT_METRICS = (
 def runs_table(
     experiment: str, tracking_uri: str, metrics: tuple[str, ...] = DEFAULT_METRICS
 ) -> pd.DataFrame:
-    """One row per finished run: run id, name, the params that differ between runs, metrics."""
+    """One row per finished training run (``embed`` runs left out): run id, name, the params
+    that differ between runs, metrics."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
@@ -23,6 +24,8 @@ def runs_table(
     runs = mlflow.search_runs([exp.experiment_id], order_by=["start_time ASC"])
     if "status" in runs.columns:  # failed or killed runs have no metrics to compare
         runs = runs[runs["status"] == "FINISHED"]
+    if "tags.job" in runs.columns:  # embed runs share the experiment but rank nothing
+        runs = runs[runs["tags.job"].isna() | (runs["tags.job"] == "train")]
     if runs.empty:
         return pd.DataFrame()
     params = [c for c in runs.columns if c.startswith("params.")]

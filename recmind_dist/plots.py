@@ -71,7 +71,7 @@ def training_curves(
         if best_epoch:
             ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label="best epoch")
         if ax.has_data():
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=8, loc="best" if len(frame) < 200 else "upper right")
         ax.grid(alpha=0.3)
     if frame.empty or not loss_ax.has_data():
         loss_ax.text(0.5, 0.5, "no training epochs\n(model has nothing to train)",
@@ -103,7 +103,7 @@ def bucket_bars(
     ax.set_xticks(range(len(names)), [n.replace("_at_", "@") for n in names])
     ax.set(ylabel="test value", title="test metrics by item-degree bucket")
     ax.margins(y=0.25)
-    ax.legend(fontsize=8, title="items", title_fontsize=8)
+    ax.legend(fontsize=8, title="items", title_fontsize=8, loc="upper right")
     ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title)
     fig.savefig(path)
@@ -124,7 +124,7 @@ def compare_chart(runs: pd.DataFrame, title: str, path: str | Path) -> Path:
     ax.set_xticks(range(len(runs)), labels, fontsize=8)
     ax.set(ylabel="test value", title="test metrics per run (run name, id)")
     if metric_cols:
-        ax.legend(fontsize=8, ncols=min(3, len(metric_cols)))
+        ax.legend(fontsize=8, ncols=min(3, len(metric_cols)), loc="upper right")
     ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title)
     fig.savefig(path)

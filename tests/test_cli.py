@@ -119,6 +119,8 @@ def test_first_hour_has_no_dead_ends(tiny_dataset, tmp_path, monkeypatch):
     mlflow.set_experiment("tiny")
     with mlflow.start_run(tags={"job": "embed"}) as embed_run:
         pass
+    res = runner.invoke(app, ["compare", "--experiment", "tiny", "--tracking-uri", uri])
+    assert res.exit_code == 0 and embed_run.info.run_id[:12] not in res.output, res.output
     for cmd in (["evaluate", "--run", embed_run.info.run_id],
                 ["recommend", "--run", embed_run.info.run_id[:8], "--user", "u1"]):
         res = runner.invoke(app, cmd + ["--tracking-uri", uri])

@@ -174,20 +174,19 @@ def _save_checkpoint(state: dict[str, Any], extra_json: dict | None = None):
     return d, Checkpoint.from_directory(d)
 
 
-def quiet_train_logging() -> dict[str, Any]:
-    """RunConfig arguments that keep Ray Train's own INFO lines out of the job log: every
-    worker logs each report ("Reporting training result k: TrainingReport(...)") at INFO,
-    and the per-epoch numbers already go to MLflow. Empty where RunConfig has no
-    ``logging_config`` (older Ray)."""
-    import dataclasses
+class _NoReportLines(logging.Filter):
+    """Drops Ray Train's "Reporting training result k: TrainingReport(...)" INFO line, which
+    every worker logs for every report (the per-epoch numbers already go to MLflow)."""
 
-    from ray.train import RunConfig
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Reporting training result")
 
-    if "logging_config" not in {f.name for f in dataclasses.fields(RunConfig)}:
-        return {}
-    from ray.train.v2.api.config import LoggingConfig
 
-    return {"logging_config": LoggingConfig(log_level="WARNING")}
+def quiet_report_lines() -> None:
+    """Attach :class:`_NoReportLines` to the logger that writes those lines (once)."""
+    logger = logging.getLogger("ray.train.v2._internal.execution.context")
+    if not any(isinstance(f, _NoReportLines) for f in logger.filters):
+        logger.addFilter(_NoReportLines())
 
 
 def _report(metrics: dict[str, Any], state: dict[str, Any] | None, rank: int,
@@ -220,6 +219,8 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
     import ray
     import ray.train
     import torch.distributed as dist
+
+    quiet_report_lines()
 
     from recmind_dist.eval.evaluator import SplitEvaluator
     from recmind_dist.sampling import NegativeSampler
@@ -478,7 +479,6 @@ def train_distributed(
             name=name, storage_path=str(storage),
             failure_config=FailureConfig(max_failures=ts.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
-            **quiet_train_logging(),
         ),
     )  # fmt: skip
     out = trainer.fit()

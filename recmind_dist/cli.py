@@ -39,15 +39,26 @@ SetOpt = Annotated[
 
 
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn InputError (and missing files) into one clear line and exit status 2."""
+    """Turn InputError / OutputRefused into one clear line and exit status 2; an interrupt
+    (SIGINT/SIGTERM, its run marked KILLED) into one line and 130/143."""
+    from recmind_dist.io import OutputRefused
+    from recmind_dist.pipeline.lifecycle import Interrupted
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except InputError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        except (InputError, OutputRefused) as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except (Interrupted, KeyboardInterrupt) as exc:
+            name = getattr(exc, "signal_name", "SIGINT")
+            run = getattr(exc, "run_id", None)
+            tail = (f"; MLflow run {run} marked KILLED (continue it: recmind-dist train "
+                    f"--resume {run})") if run else ""
+            err_console.print(f"[bold red]interrupted:[/] {name}{tail}", highlight=False,
+                              soft_wrap=True)
+            raise typer.Exit(getattr(exc, "exit_status", 130)) from None
 
     return wrapper
 
@@ -220,21 +231,36 @@ def data_split(config: ConfigOpt, set_: SetOpt = None) -> None:
 @app.command()
 @friendly
 def train(
-    config: ConfigOpt,
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="YAML job spec (see configs/)")] = None,
     set_: SetOpt = None,
     progress: Annotated[bool, typer.Option(
         help="show progress bars (only ever on a terminal)")] = True,
+    resume: Annotated[str | None, typer.Option(
+        "--resume", help="continue this killed/failed single-process run from its last "
+        "epoch checkpoint (instead of --config)")] = None,
+    resume_uri: Annotated[str | None, typer.Option(
+        "--tracking-uri", help="with --resume: MLflow tracking URI")] = None,
 ) -> None:
     """Train the spec's model, evaluate the best-validation checkpoint, log to MLflow.
 
     `--set train.workers=N` trains on N Ray Train workers (replicated, or
     `--set train.mode=partitioned`); an llmrec spec makes its augmentation artefact first."""
     from recmind_dist.pipeline import run_training
-    from recmind_dist.specs import load_spec
+    from recmind_dist.specs import TrackingSpec, load_spec
     from recmind_dist.tracking import tracking_uri
 
-    spec = load_spec(config, set_)
-    outcome = run_training(spec, progress=on_terminal(progress))
+    if (config is None) == (resume is None):
+        raise InputError("train", "--config", "give exactly one of --config SPEC or --resume RUN")
+    if resume is not None:
+        from recmind_dist.pipeline.resume import resume_training
+
+        outcome = resume_training(resume, resume_uri or tracking_uri(TrackingSpec()),
+                                   on_terminal(progress))
+        spec = outcome.spec
+    else:
+        spec = load_spec(config, set_)
+        outcome = run_training(spec, progress=on_terminal(progress))
     r = outcome.result
     metrics = {f"test/{k}": v for k, v in r.test.items()}
     print_metrics(f"{spec.name} (best epoch {r.best_epoch}, {r.train_seconds:.1f}s training)",
@@ -385,18 +411,20 @@ def compare(
 ) -> None:
     """Print an experiment's runs: the spec keys that differ and the main metrics."""
     from recmind_dist.compare import experiment_names, runs_table
+    from recmind_dist.pipeline.lifecycle import reap_dead_runs
     from recmind_dist.specs import TrackingSpec
     from recmind_dist.tracking import existing_store
     from recmind_dist.tracking import tracking_uri as resolve_uri
 
     uri = existing_store(tracking_uri or resolve_uri(TrackingSpec()))
+    reap_dead_runs(uri)  # runs left RUNNING by a dead process show as KILLED
     df = runs_table(experiment, uri)
     if df.empty:
         known = ", ".join(experiment_names(uri)) or "none"
         raise InputError("--experiment", "experiment", f"no finished runs in experiment "
                          f"{experiment!r} of {uri} (experiments there: {known})")
     if columns:  # keep the run id, the chosen keys and the metrics
-        keep = [c for c in df.columns if c == "run_id" or c.startswith("test/")
+        keep = [c for c in df.columns if c in ("run_id", "status") or c.startswith("test/")
                 or any(sel in c for sel in columns)]
         df = df[keep]
     shown = df.rename(columns=lambda c: str(c).removeprefix("test/")).copy()
@@ -450,6 +478,8 @@ def recommend(
 
     if backend not in ("offline", "hf", "openai"):
         raise InputError("--backend", "backend", f"expected offline|hf|openai, got {backend!r}")
+    if k < 1:
+        raise InputError("--k", "k", f"K must be >= 1, got {k}")
     uri = existing_store(tracking_uri or resolve_uri(TrackingSpec()))
     run = training_run(run, uri)
     spec, ds, data, model = load_run(run, uri)
@@ -460,6 +490,10 @@ def recommend(
                          + why_user_left_out(ds, spec.split, canon))
     u = int(local[0])
     ev = SplitEvaluator(data, spec.eval)
+    unseen = data.n_items - ev.test_exclude[u].nnz  # never pad with the user's own items
+    if k > unseen:
+        raise InputError("--k", "k", f"K={k} exceeds the {unseen} items user {user} has not "
+                         f"interacted with (catalogue: {data.n_items})")
     items = topk_for_users(model, data, ev.test_exclude, np.array([u]), k)
     gen = Generator(GenerateSpec(backend=backend, model=lm_model, base_url=base_url,
                                  cache_dir=cache_dir))

@@ -13,8 +13,9 @@ DEFAULT_METRICS = (
 def runs_table(
     experiment: str, tracking_uri: str, metrics: tuple[str, ...] = DEFAULT_METRICS
 ) -> pd.DataFrame:
-    """One row per finished training run (``embed`` runs left out): run id, name, the params
-    that differ between runs, metrics."""
+    """One training run per row (``embed`` runs left out): run id, name, status (FINISHED,
+    RUNNING, KILLED, FAILED; the reason a run ended early as ``end_reason``), the params that
+    differ between runs, metrics."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
@@ -22,15 +23,16 @@ def runs_table(
     if exp is None:
         return pd.DataFrame()
     runs = mlflow.search_runs([exp.experiment_id], order_by=["start_time ASC"])
-    if "status" in runs.columns:  # failed or killed runs have no metrics to compare
-        runs = runs[runs["status"] == "FINISHED"]
     if "tags.job" in runs.columns:  # embed runs share the experiment but rank nothing
         runs = runs[runs["tags.job"].isna() | (runs["tags.job"] == "train")]
     if runs.empty:
         return pd.DataFrame()
     params = [c for c in runs.columns if c.startswith("params.")]
     varying = [c for c in params if runs[c].astype(str).nunique(dropna=False) > 1]
-    cols = {"run_id": "run_id", "tags.mlflow.runName": "run"}
+    cols = {"run_id": "run_id", "tags.mlflow.runName": "run", "status": "status"}
+    reason = "tags.recmind.end_reason"
+    if reason in runs.columns and runs[reason].fillna("").astype(str).str.len().gt(0).any():
+        cols[reason] = "end_reason"
     cols.update({c: c.removeprefix("params.") for c in varying})
     cols.update({f"metrics.{m}": m for m in metrics if f"metrics.{m}" in runs.columns})
     present = [c for c in cols if c in runs.columns]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import math
 import os
 import re
@@ -22,6 +21,7 @@ from typing import Any
 import yaml
 
 from recmind_dist.errors import InputError
+from recmind_dist.io import dumps_json
 from recmind_dist.specs import JobSpec, TrackingSpec
 
 RUN_ID_MIN_PREFIX = 8
@@ -198,7 +198,8 @@ def log_text(text: str, artifact_file: str) -> None:
 
 
 def log_json(obj: Any, artifact_file: str) -> None:
-    log_text(json.dumps(obj, indent=2, sort_keys=True, default=str), artifact_file)
+    """Strict JSON (NaN/inf as null, never bare ``NaN``)."""
+    log_text(dumps_json(obj), artifact_file)
 
 
 def log_file(path: str | Path, artifact_path: str | None = None) -> None:

@@ -138,7 +138,7 @@ def test_set_typo_gets_did_you_mean(tmp_path, tiny_dataset):
 def test_bad_inputs_give_one_clear_line(tiny_dataset, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     bad = tmp_path / "bad.yaml"
-    bad.write_text("model: {name: lightgcn, dim: -1}\n")
+    bad.write_text("data: {source: ml-100k}\nmodel: {name: lightgcn, dim: -1}\n")
     res = runner.invoke(app, ["train", "--config", str(bad)])
     assert res.exit_code == 2
     assert "bad.yaml" in res.output and "model.lightgcn.dim" in res.output

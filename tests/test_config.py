@@ -6,6 +6,8 @@ from recmind_dist.errors import InputError
 from recmind_dist.specs import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
+HEAD_DATA = "data: {source: ml-100k}\n"  # every spec file names its data and model
+HEAD = HEAD_DATA + "model: {name: lightgcn}\n"
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
@@ -16,7 +18,7 @@ def test_shipped_configs_validate(name):
 
 def test_unknown_key_is_named(tmp_path):
     p = tmp_path / "x.yaml"
-    p.write_text("model:\n  name: lightgcn\n  dimm: 3\n")
+    p.write_text(HEAD_DATA + "model:\n  name: lightgcn\n  dimm: 3\n")
     with pytest.raises(InputError) as e:
         load_spec(p)
     assert "x.yaml" in str(e.value) and "model.lightgcn.dimm" in str(e.value)
@@ -25,14 +27,14 @@ def test_unknown_key_is_named(tmp_path):
 
 def test_wrong_type_is_named(tmp_path):
     p = tmp_path / "x.yaml"
-    p.write_text("train:\n  lr: fast\n")
+    p.write_text(HEAD + "train:\n  lr: fast\n")
     with pytest.raises(InputError, match=r"train\.lr"):
         load_spec(p)
 
 
 def test_malformed_yaml_names_file_and_line(tmp_path):
     p = tmp_path / "bad.yaml"
-    p.write_text("train:\n  lr: [1, 2\n")
+    p.write_text(HEAD + "train:\n  lr: [1, 2\n")
     with pytest.raises(InputError, match=r"bad\.yaml.*malformed YAML.*line"):
         load_spec(p)
 
@@ -54,6 +56,6 @@ def test_overrides_are_validated(tmp_path):
 
 def test_ratios_must_sum_to_one(tmp_path):
     p = tmp_path / "x.yaml"
-    p.write_text("split:\n  ratios: [0.5, 0.1, 0.1]\n")
+    p.write_text(HEAD + "split:\n  ratios: [0.5, 0.1, 0.1]\n")
     with pytest.raises(InputError, match="split"):
         load_spec(p)

@@ -114,8 +114,13 @@ def test_unusual_topic_counts(tmp_path: Path, n_topics: int) -> None:
 
 
 def test_small_catalogue_caps_degrees(tmp_path: Path) -> None:
-    ds = load_dataset(generate_synthetic(tmp_path / "ds", 5, 4, 100))
+    ds = load_dataset(generate_synthetic(tmp_path / "ds", 5, 4, 10))
     assert len(ds.interactions) == 5 * 2  # at most n_items // 2 items per user
+    # asking for more than fits is an error naming the cause, not a silently smaller dataset
+    with pytest.raises(InputError) as exc:
+        generate_synthetic(tmp_path / "more", 5, 4, 100)
+    assert exc.value.field == "n_interactions" and "at most 2 per user" in str(exc.value)
+    assert not (tmp_path / "more").exists()
 
 
 @pytest.mark.parametrize("field", ["n_users", "n_items", "n_interactions", "n_topics"])

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -33,7 +34,7 @@ from pathlib import Path
 from recmind_dist.data.importers import import_movielens_raw, import_recbole_atomic
 from recmind_dist.data.schema import META_FILE, interactions_checksum, load_dataset
 from recmind_dist.errors import InputError
-from recmind_dist.io import atomic_dir, write_json
+from recmind_dist.io import atomic_dir, check_output_dir, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -185,6 +186,7 @@ def fetch_dataset(name: str, cache_dir: str | Path, offline: bool = False) -> Pa
         raise InputError("dataset name", name, f"unknown dataset; known: {sorted(REGISTRY)}")
     spec = REGISTRY[name]
     dest = Path(cache_dir) / name
+    check_output_dir(dest, field="cache_dir")  # a rebuild may only replace a folder we made
     if _cached(dest, spec):
         logger.info("%s: cache hit at %s", name, dest)
         return dest
@@ -215,7 +217,8 @@ def _run_attempt(
     """Run one source into a staging directory that replaces ``dest`` only on success."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     with atomic_dir(dest) as staging:
-        with tempfile.TemporaryDirectory(prefix=f".{spec.name}.download.", dir=dest.parent) as work:
+        with tempfile.TemporaryDirectory(prefix=f".{spec.name}.{os.getpid()}.download.",
+                                         dir=dest.parent) as work:
             fetched_from = attempt(spec, Path(work), staging, timeout_s)
         _record_source(staging, fetched_from, spec.name)
     return fetched_from

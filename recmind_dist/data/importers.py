@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from recmind_dist.data.schema import encode_ids, validate_interactions, write_dataset
 from recmind_dist.errors import InputError
+from recmind_dist.io import check_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -335,6 +336,7 @@ def import_recbole_atomic(src_dir: str | Path, name: str, out_dir: str | Path) -
     to ``title, year, genres`` and users to ``age, gender, occupation, zip_code``.
     """
     src = Path(src_dir)
+    check_output_dir(out_dir, [src])
     inter_path, item_path, user_path = (src / f"{name}.{ext}" for ext in ("inter", "item", "user"))
     items = _recbole_attributes(item_path, "item_id")
     users = _recbole_attributes(user_path, "user_id")
@@ -420,6 +422,7 @@ def import_movielens_raw(src_dir: str | Path, out_dir: str | Path) -> Path:
     src = Path(src_dir)
     if not src.is_dir():
         raise InputError(src, None, "source directory does not exist")
+    check_output_dir(out_dir, [src])
     if (src / "u.data").exists():
         raw, variant = _ml100k(src), "ml-100k"
     elif (src / "ratings.dat").exists():
@@ -514,6 +517,7 @@ def import_table(
     ``user_id_col`` for the optional attribute tables. Every other attribute column is kept.
     """
     path = Path(path)
+    check_output_dir(out_dir, [path, items_path, users_path])
     inter = _table_interactions(path, mapping)
     items = _table_attributes(items_path, mapping.get("item_id_col"), "item_id_col")
     users = _table_attributes(users_path, mapping.get("user_id_col"), "user_id_col")

@@ -27,6 +27,7 @@ import pandas as pd
 
 from recmind_dist.data.schema import write_dataset
 from recmind_dist.errors import InputError
+from recmind_dist.io import check_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +131,11 @@ def _check_params(n_users: int, n_items: int, n_interactions: int, n_topics: int
     ):
         if int(value) < 1:
             raise InputError("generate_synthetic", name, f"must be >= 1, got {value}")
+    most = n_users * max(1, n_items // 2)  # users' degrees are capped at n_items // 2
+    if n_interactions > most:
+        raise InputError("generate_synthetic", "n_interactions",
+                         f"{n_interactions} interactions do not fit {n_users} users x {n_items} "
+                         f"items (at most {max(1, n_items // 2)} per user, {most} in all)")
 
 
 def _item_popularity(rng: np.random.Generator, n_items: int, zipf_a: float) -> np.ndarray:
@@ -404,6 +410,7 @@ def generate_synthetic(
     Deterministic in ``seed``. Raw ids are ``u<k>`` / ``i<k>``.
     """
     _check_params(n_users, n_items, n_interactions, n_topics)
+    check_output_dir(out_dir)
     rng = np.random.default_rng(seed)
     latent = _latent(rng, n_users, n_items, n_topics, zipf_a)
     degrees = _user_degrees(rng, n_users, n_items, n_interactions, degree_a)

@@ -48,6 +48,8 @@ __all__ = [
     "MANIFEST_FILE",
     "Shard",
     "ShardWriter",
+    "cache_problem",
+    "cache_record",
     "combine_shards",
     "drop_stale_shards",
     "load_texts",
@@ -275,9 +277,51 @@ def write_manifest(emb_dir: Path, meta: dict[str, Any], spec: EmbedSpec, backend
     return path
 
 
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def cache_record(path: str | Path) -> dict[str, Any]:
+    """What a reader checks a combined file against: its sha256, row count and dimension."""
+    ids, vec, _ = read_embeddings(path)
+    return {"sha256": file_sha256(path), "rows": len(ids), "dim": int(vec.shape[1])}
+
+
+def cache_problem(path: str | Path, record: Mapping[str, Any] | None) -> str | None:
+    """Why the combined file ``path`` is not the one ``record`` (:func:`cache_record`)
+    describes -- missing, truncated/corrupt, changed content, other shape, non-finite
+    vectors -- or None when it is. A record without ``sha256`` (older caches) is checked for
+    readability and finite values only."""
+    path = Path(path)
+    if not path.is_file():
+        return "missing"
+    record = record or {}
+    if record.get("sha256") and file_sha256(path) != record["sha256"]:
+        return "content differs from what was written (sha256)"
+    try:
+        ids, vec, _ = read_embeddings(path)
+    except InputError as exc:
+        return str(exc)
+    if "rows" in record and len(ids) != record["rows"]:
+        return f"{len(ids)} rows, {record['rows']} written"
+    if "dim" in record and vec.shape[1] != record["dim"]:
+        return f"dimension {vec.shape[1]}, the encoder's is {record['dim']}"
+    if not np.isfinite(vec).all():
+        return "non-finite vectors"
+    return None
+
+
 def read_embeddings(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Read a combined file -> ``(ids int64, vectors (n, dim) float32, has_text bool)``."""
-    tbl = pq.read_table(path)
+    """Read a combined file -> ``(ids int64, vectors (n, dim) float32, has_text bool)``;
+    an unreadable (truncated, corrupt) file is an InputError naming it."""
+    try:
+        tbl = pq.read_table(path)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise InputError(path, None, f"unreadable or truncated Parquet file ({exc})") from None
     for col in ("id", "vector", "has_text"):
         if col not in tbl.column_names:
             raise InputError(path, col, "missing column")

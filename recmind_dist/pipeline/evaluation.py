@@ -44,13 +44,27 @@ def newest_run_of(spec: JobSpec, uri: str | None = None) -> str:
     return runs[0].info.run_id
 
 
+def check_export(path: Path, k: int | None) -> None:
+    """An export target must be a file path (not a folder) and K at least 1."""
+    if k is not None and k < 1:
+        raise InputError("--k", "k", f"K must be >= 1, got {k}")
+    if Path(path).is_dir():
+        raise InputError(path, "--export-topk", "is a folder; give a .parquet file path")
+
+
 def evaluate_run(run_id: str, tracking_uri: str, export_to: Path | None = None,
                  k: int | None = None, log: bool = True) -> Evaluation:
     """Rebuild the run's model (best checkpoint), compute its test metrics, log them to the
     run as ``eval/test/...`` (``log``) and optionally write every test user's top-``k``."""
     import mlflow
 
+    if export_to is not None:
+        check_export(export_to, k)
     spec, dataset, data, model = load_run(run_id, tracking_uri)
+    k = spec.eval.export_k if k is None else k
+    if export_to is not None and k > data.n_items:
+        raise InputError("--k", "k", f"K={k} exceeds the {data.n_items} items of run "
+                         f"{run_id}'s split")
     evaluator = SplitEvaluator(data, spec.eval)
     test = evaluator.evaluate(model, "test")
     if log:
@@ -61,6 +75,6 @@ def evaluate_run(run_id: str, tracking_uri: str, export_to: Path | None = None,
     rows = None
     if export_to is not None:
         rows = export_topk(model, data, evaluator, dataset.user_raw_ids, dataset.item_raw_ids,
-                           k or spec.eval.export_k, export_to,
+                           k, export_to,
                            item_columns=export_item_columns(dataset, spec.text))
     return Evaluation(run_id, spec, test, rows)

@@ -30,7 +30,8 @@ import pandas as pd
 
 from recmind_dist.data.split import SplitData
 from recmind_dist.embed.job import run_embedding_job
-from recmind_dist.embed.shards import read_embeddings
+from recmind_dist.embed.shards import cache_problem, cache_record, read_embeddings
+from recmind_dist.errors import InputError
 from recmind_dist.generation import Generator, ProfileRecord, write_profiles
 from recmind_dist.hashing import stable_hash
 from recmind_dist.io import write_json
@@ -79,13 +80,32 @@ def feature_cache_keys(
 
 
 def _cached(path: Path, key: str) -> bool:
+    """Whether ``path`` is a valid cache for ``key``: its ``features_key.json`` names the key
+    and the file matches the checksum, rows and dimension recorded there
+    (:func:`recmind_dist.embed.shards.cache_problem`). An invalid one is recomputed."""
     marker = path.parent / "features_key.json"
     if not (path.exists() and marker.exists()):
         return False
     try:
-        return json.loads(marker.read_text()).get("key") == key
+        record = json.loads(marker.read_text())
     except (OSError, ValueError):
+        log.warning("embedding cache %s: unreadable %s; recomputing", path, marker.name)
         return False
+    if record.get("key") != key:
+        return False
+    problem = cache_problem(path, record.get("file"))
+    if problem is not None:
+        log.warning("embedding cache %s is invalid (%s); recomputing it", path, problem)
+    return problem is None
+
+
+def _read_checked(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read a cache just made or validated; one still broken is refused (InputError)."""
+    problem = cache_problem(path, None)
+    if problem is not None:
+        raise InputError(path, "embeddings", f"invalid embedding cache ({problem}); delete "
+                         "the folder to rebuild it")
+    return read_embeddings(path)
 
 
 def node_text_features(
@@ -117,18 +137,20 @@ def node_text_features(
         items = item_texts(dataset, text_spec)
         results["items"] = run_embedding_job({"items": items}, embed_spec, item_dir, progress=progress,
                           backend=backend, **job_kwargs)
-        write_json({"key": item_key, "dataset_checksum": checksum}, item_dir / "embeddings" /
-                   "features_key.json")
+        write_json({"key": item_key, "dataset_checksum": checksum,
+                    "file": cache_record(item_file)},
+                   item_dir / "embeddings" / "features_key.json")
         computed.append("items")
     if not _cached(user_file, user_key):
         users = training_user_texts(dataset, data, text_spec)
         results["users"] = run_embedding_job({"users": users}, embed_spec, user_dir, progress=progress,
                           backend=backend, **job_kwargs)
-        write_json({"key": user_key, "split_key": data.key, "dataset_checksum": checksum},
+        write_json({"key": user_key, "split_key": data.key, "dataset_checksum": checksum,
+                    "file": cache_record(user_file)},
                    user_dir / "embeddings" / "features_key.json")
         computed.append("users")
-    uvec, uhas = align_to_local(*read_embeddings(user_file), data.user_ids)
-    ivec, ihas = align_to_local(*read_embeddings(item_file), data.item_ids)
+    uvec, uhas = align_to_local(*_read_checked(user_file), data.user_ids)
+    ivec, ihas = align_to_local(*_read_checked(item_file), data.item_ids)
     info = {"item_cache": str(item_file), "user_cache": str(user_file),
             "computed": computed, "backend": backend, "results": results}
     log.info("node text features: %d/%d users and %d/%d items with text (computed: %s)",
@@ -189,7 +211,7 @@ def profile_features(
     files = {k: out_dir / "embeddings" / f"{k}.parquet" for k in ("users", "items")}
     info: dict = {"profiles_backend": gen.backend_name, "profiles_model": gen.model_name,
                   "cache": str(out_dir)}
-    if not all(f.exists() for f in files.values()):
+    if any(cache_problem(f, None) is not None for f in files.values()):
         items, users = training_texts(dataset, data, text_spec)
         tables = {"items": items, "users": users}
         fallback = 0
@@ -206,6 +228,6 @@ def profile_features(
         info["profiles_fallback"] = fallback
         run_embedding_job(tables, embed_spec, out_dir, progress=False, backend=backend,
                           **job_kwargs)
-    uvec, uhas = align_to_local(*read_embeddings(files["users"]), data.user_ids)
-    ivec, ihas = align_to_local(*read_embeddings(files["items"]), data.item_ids)
+    uvec, uhas = align_to_local(*_read_checked(files["users"]), data.user_ids)
+    ivec, ihas = align_to_local(*_read_checked(files["items"]), data.item_ids)
     return NodeFeatures(uvec, ivec, uhas, ihas, info)

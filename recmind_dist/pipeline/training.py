@@ -24,13 +24,15 @@ from recmind_dist.eval.ranking import rank_topk
 from recmind_dist.models.base import Recommender
 from recmind_dist.models.inputs import ModelInputs
 from recmind_dist.models.registry import build_model, model_entry, needed_inputs
-from recmind_dist.specs import JobSpec, parse_spec
+from recmind_dist.specs import JobSpec
+from recmind_dist.train.checkpoint import ResumeState, load_checkpoint
 from recmind_dist.train.distributed import WorkerModel, train_for_pipeline
 from recmind_dist.train.loop import TrainResult, seed_everything, state_for_checkpoint, train_model
 
 log = logging.getLogger(__name__)
 
 
+from recmind_dist.pipeline import lifecycle, preflight, run_record
 from recmind_dist.pipeline.dataset import prepare
 
 
@@ -98,9 +100,10 @@ def run_embedding(spec: JobSpec, backend: str = "ray", progress: bool = True,
 
     seed_everything(spec.seed)
     dataset, data = prepare(spec)
+    preflight.check_job(spec, dataset, data, texts=True)
     kwargs = {"ray_address": ray_address} if backend == "ray" and ray_address else {}
-    with tracking.mlflow_run(spec, {"job": "embed", "dataset_checksum": str(dataset.checksum),
-                                    "split_key": data.key}) as run:  # fmt: skip
+    with lifecycle.tracked_run(spec, {"job": "embed", "dataset_checksum": str(dataset.checksum),
+                                      "split_key": data.key}) as run:  # fmt: skip
         feats = node_text_features(dataset, data, spec.text, spec.embed, features_root(spec),
                                    backend=backend, progress=progress, **kwargs)  # fmt: skip
         stats: dict[str, float] = dict(feats.summary())
@@ -163,6 +166,7 @@ class RunOutcome:
     run_id: str
     result: TrainResult
     data: SplitData
+    spec: JobSpec | None = None  # the spec trained (a resumed run's own logged spec)
 
 
 def final_metrics(result: TrainResult) -> dict[str, float]:
@@ -175,10 +179,17 @@ def final_metrics(result: TrainResult) -> dict[str, float]:
     }
 
 
-def run_training(spec: JobSpec, progress: bool = True) -> RunOutcome:
-    """Train ``spec.model`` and log everything to MLflow; returns the run id and results."""
+def run_training(spec: JobSpec, progress: bool = True,
+                 resume: tuple[str, ResumeState] | None = None) -> RunOutcome:
+    """Train ``spec.model`` and log everything to MLflow; returns the run id and results.
+
+    Every input is checked before the run starts (:mod:`recmind_dist.pipeline.preflight`).
+    Single-process training logs a resume checkpoint (``resume/state.pt``);
+    ``resume=(run_id, state)`` continues that run from it (see ``pipeline.resume``)."""
     seed_everything(spec.seed)
     dataset, data = prepare(spec)
+    preflight.check_job(spec, dataset, data,
+                        texts=bool({"text_features", "profiles"} & needed_inputs(spec.model)))
     device = torch.device(spec.train.device)
     inputs = model_inputs(spec, dataset, data)
     features = inputs.features
@@ -186,7 +197,7 @@ def run_training(spec: JobSpec, progress: bool = True) -> RunOutcome:
     evaluator = SplitEvaluator(data, spec.eval)
     tags = {"dataset_checksum": str(dataset.checksum), "split_key": data.key,
             "dataset_source": str(dataset.meta.get("source", ""))}  # fmt: skip
-    with tracking.mlflow_run(spec, tags) as run:
+    with lifecycle.tracked_run(spec, tags, resume[0] if resume else None) as run:
         tracking.log_metrics({f"data/{k}": v for k, v in data.summary().items()})
         if features is not None:
             tracking.log_metrics({f"features/{k}": v for k, v in features.summary().items()})
@@ -197,12 +208,14 @@ def run_training(spec: JobSpec, progress: bool = True) -> RunOutcome:
 
         def on_epoch(epoch: int, row: dict[str, float], _: Recommender) -> None:
             tracking.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+            lifecycle.heartbeat()
 
         if spec.train.workers > 1:  # Ray Train workers (recmind_dist.train.distributed)
             result = train_for_pipeline(spec, data, model, worker_model(spec, data, inputs),
                                         run.info.run_id)
         else:
-            result = train_model(model, data, spec.train, evaluator, spec.seed, on_epoch, progress)
+            result = train_model(model, data, spec.train, evaluator, spec.seed, on_epoch, progress,
+                                 resume[1] if resume else None, log_resume_state)
         metrics = final_metrics(result)
         # logged one step after the last epoch: the series' last point is the best checkpoint's
         tracking.log_metrics(metrics, step=result.epochs_run + 1)
@@ -214,30 +227,43 @@ def run_training(spec: JobSpec, progress: bool = True) -> RunOutcome:
         if spec.tracking.log_checkpoint and model.trainable:
             tracking.log_torch(state_for_checkpoint(model), "model.pt")
         tracking.log_text(result.stop_reason, "stop_reason.txt")
-        return RunOutcome(run.info.run_id, result, data)
+        return RunOutcome(run.info.run_id, result, data, spec)
+
+
+def log_resume_state(state: ResumeState) -> None:
+    """Log a single-process resume checkpoint to the active run (``resume/state.pt``)."""
+    import tempfile
+
+    with lifecycle.signals_deferred(), tempfile.TemporaryDirectory() as tmp:
+        tracking.log_file(state.save(Path(tmp) / "state.pt"), "resume")
 
 
 def load_run(
     run_id: str, tracking_uri: str | None = None
 ) -> tuple[JobSpec, Dataset, SplitData, Recommender]:
-    """Rebuild a finished run's dataset, split and model (best checkpoint) from MLflow."""
+    """Rebuild a finished run's dataset, split and model (best checkpoint) from MLflow.
+
+    Refused (InputError): an unknown, unfinished or killed run, a dataset or split that
+    changed since the run (:func:`recmind_dist.pipeline.run_record.check_same_data`), a
+    missing, truncated or code-carrying checkpoint."""
     import mlflow
-    import yaml
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
-    try:
-        spec_path = tracking.download_artifact(run_id, "job_spec.yaml")
-    except Exception as exc:  # noqa: BLE001 - mlflow raises several types for unknown runs
-        raise InputError("--run", "run_id", f"no such MLflow run or no job spec: {exc}") from None
-    spec = parse_spec(yaml.safe_load(spec_path.read_text()), f"run {run_id}/job_spec.yaml",
-                      logged=True)
+    tags = lifecycle.require_finished(run_id, tracking_uri or mlflow.get_tracking_uri())
+    spec = run_record.spec_of_run(run_id)
     seed_everything(spec.seed)
     dataset, data = prepare(spec)
+    run_record.check_same_data(run_id, tags, dataset, data)
     model = build_model(spec.model, data, model_inputs(spec, dataset, data), "cpu")
     if model.trainable:
-        ckpt = tracking.download_artifact(run_id, "checkpoint/model.pt")
-        model.load_state_dict(torch.load(ckpt, map_location="cpu"))
+        where = f"run {run_id}/checkpoint/model.pt"
+        ckpt = run_record.artifact_of_run(run_id, "checkpoint/model.pt", "checkpoint")
+        try:
+            model.load_state_dict(load_checkpoint(ckpt, "cpu", where))
+        except RuntimeError as exc:
+            raise InputError(where, "checkpoint", f"does not fit the run's model "
+                             f"({str(exc).splitlines()[0][:160]})") from None
     return spec, dataset, data, model
 
 

@@ -11,8 +11,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from recmind_dist.errors import InputError
 from recmind_dist.hashing import stable_hash
@@ -21,6 +20,7 @@ from recmind_dist.specs.data import DataSpec, SplitSpec
 from recmind_dist.specs.embed import EmbedSpec
 from recmind_dist.specs.models import LEGACY_PRESETS, LightGCNSpec, ModelSpec
 from recmind_dist.specs.text import TextSpec
+from recmind_dist.specs.yaml_source import load_yaml
 
 
 class TrainSpec(Spec):
@@ -36,7 +36,8 @@ class TrainSpec(Spec):
     )
     stop_metric: str = "ndcg_at_20"
     max_seconds: float | None = Field(None, gt=0, description="wall-time budget for training")
-    device: str = "cpu"
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps)$",
+                        description="torch device: cpu, cuda, cuda:N or mps")
     num_threads: int | None = Field(None, gt=0, description="torch threads (None: torch default)")
     workers: int = Field(1, ge=1, description="Ray Train workers; 1 = single process")
     mode: Literal["replicated", "partitioned"] = Field(
@@ -45,21 +46,55 @@ class TrainSpec(Spec):
     )
     partitioner: Literal["metis", "random"] = Field("metis", description="partitioned mode")
     max_failures: int = Field(1, ge=0, description="worker-group restarts from the last checkpoint")
+    checkpoint_every: int = Field(
+        1, ge=0, description="single process: save a resume checkpoint to the MLflow run every "
+        "N epochs (0: only when the loop stops); `train --resume RUN` continues from it")
 
 
 class EvalSpec(Spec):
-    ks: list[int] = Field(default_factory=lambda: [10, 20, 40])
+    ks: list[int] = Field(default_factory=lambda: [10, 20, 40], min_length=1,
+                          description="cut-offs K (each >= 1, distinct; at most the catalogue)")
     batch_users: int = Field(1024, gt=0)
     cold_degree: int = Field(3, ge=0, description="items with ≤ this many training edges are cold")
     head_fraction: float = Field(0.2, gt=0, lt=1)
     export_k: int = Field(40, gt=0, description="top-K written by evaluate --export-topk")
 
+    @field_validator("ks")
+    @classmethod
+    def _ks_positive_distinct(cls, ks: list[int]) -> list[int]:
+        if any(k < 1 for k in ks):
+            raise ValueError(f"every K must be >= 1, got {ks}")
+        if len(set(ks)) != len(ks):
+            raise ValueError(f"K values must be distinct, got {ks}")
+        return ks
+
+
+#: URI schemes MLflow can track to (``postgresql+psycopg2`` counts as ``postgresql``).
+TRACKING_SCHEMES = frozenset({"sqlite", "file", "http", "https", "databricks", "postgresql",
+                              "mysql", "mssql"})
+
 
 class TrackingSpec(Spec):
     uri: str | None = Field(None, description="MLflow tracking URI; default sqlite:///./mlflow.db")
-    experiment: str = "recmind-dist"
+    experiment: str = Field("recmind-dist", min_length=1, pattern=r"\S")
     run_name: str | None = None
     log_checkpoint: bool = True
+
+    @field_validator("uri")
+    @classmethod
+    def _known_scheme(cls, uri: str | None) -> str | None:
+        if uri is None:
+            return uri
+        if not uri.strip():
+            raise ValueError("empty tracking URI (leave it out for the default)")
+        scheme = uri.split("://", 1)[0] if "://" in uri else "file" if uri.startswith("file:") \
+            else None
+        if scheme is not None and scheme.split("+")[0] not in TRACKING_SCHEMES:
+            raise ValueError(f"unknown tracking URI scheme {scheme!r}; use one of "
+                             f"{sorted(TRACKING_SCHEMES)} or a local path")
+        if scheme == "sqlite" and not uri.startswith("sqlite:///"):
+            raise ValueError("a sqlite URI is sqlite:///relative.db or sqlite:////abs/path.db")
+        return uri
 
 
 class JobSpec(Spec):
@@ -89,6 +124,10 @@ class JobSpec(Spec):
         return stable_hash(self.model_dump(mode="json"))
 
 
+#: Sections every job spec file must have.
+REQUIRED_SECTIONS = ("data", "model")
+
+
 def _set_path(tree: dict[str, Any], dotted: str, value: Any, source: str) -> None:
     keys = dotted.split(".")
     node = tree
@@ -106,7 +145,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[st
         if "=" not in item:
             raise InputError("--set", item, "expected key.path=value")
         key, value = item.split("=", 1)
-        _set_path(raw, key.strip(), yaml.safe_load(value), "--set")
+        _set_path(raw, key.strip(), load_yaml(value, "--set", key.strip()), "--set")
     return raw
 
 
@@ -166,13 +205,20 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
     if not path.is_file():
         raise InputError(path, None, "job spec file not found")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise InputError(path, None, f"malformed YAML ({where}{problem})") from None
-    raw = apply_overrides(raw if raw is not None else {}, overrides)
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(path, None, f"cannot read the job spec ({exc})") from None
+    raw = load_yaml(text, path)
+    if raw is None:
+        raise InputError(path, None, "the job spec is empty (it needs at least data: and "
+                         "model: sections)")
+    if not isinstance(raw, dict):
+        raise InputError(path, None, "a job spec must be a YAML mapping")
+    for section in REQUIRED_SECTIONS:  # a spec file never silently runs a default job
+        if section not in raw:
+            raise InputError(path, section, "missing section (a job spec names its data and "
+                             "its model)")
+    raw = apply_overrides(raw, overrides)
     try:
         return parse_spec(raw, str(path))
     except InputError as exc:  # a key given by --set is blamed on --set, not on the file

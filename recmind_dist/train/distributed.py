@@ -53,6 +53,7 @@ from recmind_dist.data.split import SplitData
 from recmind_dist.errors import InputError
 from recmind_dist.models.base import Batch, Recommender
 from recmind_dist.specs import JobSpec
+from recmind_dist.train.checkpoint import load_checkpoint, plain
 from recmind_dist.train.loop import (
     BestTracker,
     TrainResult,
@@ -168,7 +169,7 @@ def _save_checkpoint(state: dict[str, Any], extra_json: dict | None = None):
     from ray.train import Checkpoint
 
     d = tempfile.mkdtemp(prefix="recmind-ckpt-")
-    torch.save(state, Path(d) / _STATE)
+    torch.save(plain(state), Path(d) / _STATE)  # loadable weights-only (load_checkpoint)
     if extra_json is not None:
         (Path(d) / _RESULT).write_text(json.dumps(extra_json, default=float))
     return d, Checkpoint.from_directory(d)
@@ -296,7 +297,7 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            st = torch.load(Path(d) / _STATE, map_location=device, weights_only=False)
+            st = load_checkpoint(Path(d) / _STATE, device, "Ray Train checkpoint")
         piece = st["pieces"][rank if st["partitioned"] else 0]
         model.load_state_dict(piece["model"])
         if opt is not None and piece.get("opt") is not None:
@@ -486,7 +487,7 @@ def train_distributed(
         raise RuntimeError(f"distributed training produced no checkpoint (error: {out.error})")
     with out.checkpoint.as_directory() as d:
         info = json.loads((Path(d) / _RESULT).read_text())
-        st = torch.load(Path(d) / _STATE, map_location="cpu", weights_only=False)
+        st = load_checkpoint(Path(d) / _STATE, "cpu", "Ray Train checkpoint")
     result = TrainResult(**info["result"])
     return DistributedOutcome(result, st["final_model"], out.checkpoint.path,
                               info.get("restarts", 0))

@@ -25,10 +25,12 @@ from recmind_dist.eval.evaluator import SplitEvaluator
 from recmind_dist.models.base import Batch, Recommender
 from recmind_dist.sampling import NegativeSampler
 from recmind_dist.specs import TrainSpec
+from recmind_dist.train.checkpoint import ResumeState
 
 log = logging.getLogger(__name__)
 
 EpochCallback = Callable[[int, dict[str, float], Recommender], None]
+CheckpointCallback = Callable[[ResumeState], None]
 
 
 @dataclass
@@ -203,8 +205,15 @@ def train_model(
     seed: int,
     on_epoch: EpochCallback | None = None,
     progress: bool = True,
+    resume: ResumeState | None = None,
+    on_checkpoint: CheckpointCallback | None = None,
 ) -> TrainResult:
-    """Train ``model`` on ``data.train``; return best-validation and test metrics."""
+    """Train ``model`` on ``data.train``; return best-validation and test metrics.
+
+    ``on_checkpoint`` receives a :class:`ResumeState` every ``spec.checkpoint_every`` epochs
+    (and at the epoch the loop stops); ``resume`` continues from one: the model, optimiser,
+    tracker, history and both RNGs are restored, so the remaining epochs draw the same
+    batches and negatives and end at the same metrics as an uninterrupted run."""
     device = torch.device(spec.device)
     if spec.num_threads:
         torch.set_num_threads(spec.num_threads)
@@ -219,7 +228,14 @@ def train_model(
     else:
         sampler = NegativeSampler(data.n_items, data.train)
         opt = make_optimizer(model, spec.lr)
-        bar = tqdm(range(1, spec.epochs + 1), desc="train", disable=not progress, unit="ep")
+        first = 1
+        if resume is not None:
+            first = _restore(resume, model, opt, tracker, rng)
+            history, train_seconds, epoch = list(resume.history), resume.train_seconds, resume.epoch
+            if resume.stop_reason is not None:  # the loop had already decided to stop
+                stop_reason, first = resume.stop_reason, spec.epochs + 1
+        bar = tqdm(range(first, spec.epochs + 1), desc="train", disable=not progress, unit="ep",
+                   initial=first - 1, total=spec.epochs)
         steps = steps_per_epoch(len(data.train), spec.batch_size)
         for epoch in bar:
             model.train()
@@ -240,6 +256,12 @@ def train_model(
             if on_epoch is not None:
                 on_epoch(epoch, row, model)
             reason = tracker.stop_reason(spec, epoch, train_seconds)
+            if on_checkpoint is not None and (reason is not None or epoch == spec.epochs or (
+                    spec.checkpoint_every and epoch % spec.checkpoint_every == 0)):
+                on_checkpoint(ResumeState(
+                    epoch, train_seconds, model.state_dict(), opt.state_dict(),
+                    tracker.state_dict(), rng.bit_generator.state, torch.get_rng_state(),
+                    history, reason))
             if reason is not None:
                 stop_reason = reason
                 break
@@ -258,6 +280,18 @@ def train_model(
         epochs_run=epoch,
         stop_reason=stop_reason,
     )
+
+
+def _restore(state: ResumeState, model: Recommender, opt: torch.optim.Optimizer,
+             tracker: BestTracker, rng: np.random.Generator) -> int:
+    """Load ``state`` into the trainer's objects; return the first epoch still to run."""
+    model.load_state_dict(state.model)
+    opt.load_state_dict(state.optimizer)
+    tracker.load_state_dict(state.tracker)
+    rng.bit_generator.state = state.rng
+    torch.set_rng_state(state.torch_rng)
+    log.warning("resumed after epoch %d", state.epoch)
+    return state.epoch + 1
 
 
 def state_for_checkpoint(model: Recommender) -> dict[str, Any]:

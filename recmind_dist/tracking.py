@@ -103,7 +103,7 @@ def resolve_run_id(run: str, uri: str, option: str = "--run") -> str:
             if not token:
                 break
     if not matches:
-        raise InputError(option, "run_id", f"no run with id {run} in {uri}")
+        raise InputError(option, "run_id", f"no such MLflow run {run} in {uri}")
     if len(matches) > 1:
         raise InputError(option, "run_id", f"{run} matches {len(matches)} runs "
                          f"({', '.join(sorted(m[:12] for m in matches))}); give more characters")

@@ -184,10 +184,17 @@ class _NoReportLines(logging.Filter):
 
 
 def quiet_report_lines() -> None:
-    """Attach :class:`_NoReportLines` to the logger that writes those lines (once)."""
-    logger = logging.getLogger("ray.train.v2._internal.execution.context")
-    if not any(isinstance(f, _NoReportLines) for f in logger.filters):
-        logger.addFilter(_NoReportLines())
+    """Attach :class:`_NoReportLines` to the logger that writes those lines (once). Ray
+    names that logger by its module's file path (``logging.getLogger(__file__)``), outside
+    ``ray.train``, so Ray Train's own ``LoggingConfig`` does not reach it."""
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+    except ImportError:  # another Ray layout: keep its lines
+        return
+    for name in (train_context.__file__, train_context.__name__):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoReportLines) for f in logger.filters):
+            logger.addFilter(_NoReportLines())
 
 
 def _report(metrics: dict[str, Any], state: dict[str, Any] | None, rank: int,

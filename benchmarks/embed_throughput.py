@@ -7,6 +7,9 @@ unavailable), then ``--n-synthetic`` short synthetic item texts -- one table row
 
 * plain ``SentenceTransformer(path).encode(texts, batch_size=64)`` in fp32 (the baseline) and
   under bf16 autocast (what the same trick gives the baseline);
+* :func:`run_embedding_job` with ``backend="auto"`` (``--backends auto``): the runner the job
+  picks itself by size (in-process below ``embed.local_below_texts``), as ``recmind-dist embed``
+  does; whole job incl. model load and Parquet;
 * :func:`run_embedding_job` on a local Ray (already started, as under ``ray job submit``; its
   start-up is printed apart) for every actor layout (``--layouts auto 1x2 2x1``) and compute dtype
   (``--dtypes float32 auto``): whole-job wall time incl. actor start, model load and Parquet.
@@ -93,6 +96,15 @@ def parse_layout(text: str) -> tuple[int, int]:
     return int(r), int(t)
 
 
+def _job_vectors(res, texts: dict[str, pd.DataFrame], order: list) -> np.ndarray:
+    """A job's vectors in the order of ``order`` ((kind, id) pairs)."""
+    got = {}
+    for kind in texts:
+        ids, vecs, _ = read_embeddings(res.paths[kind])
+        got.update({(kind, int(i)): v for i, v in zip(ids, vecs, strict=True)})
+    return np.stack([got[key] for key in order])
+
+
 def bench_set(name: str, texts: dict[str, pd.DataFrame], args: argparse.Namespace,
               work: Path) -> list[dict]:
     """One text set: ST (fp32, bf16) then every Ray layout x dtype; rows for the table."""
@@ -115,7 +127,19 @@ def bench_set(name: str, texts: dict[str, pd.DataFrame], args: argparse.Namespac
                      "dtype": "bfloat16", "wall": st_bf, "load": st_load, "tps": n / st_bf,
                      "cos": cosine_min(vb, ref)})
     del st
-    for layout in args.layouts:
+    for dtype in args.dtypes if "auto" in args.backends else []:
+        # what `recmind-dist embed` does by default: the job picks its runner by size
+        spec = EmbedSpec(batch_size=args.batch_size, dtype=dtype, shard_rows=args.shard_rows)
+        out = work / f"{name}-auto-{dtype}"
+        res = run_embedding_job(texts, spec, out, progress=False, backend="auto")
+        manifest = json.loads((out / "embeddings" / "manifest.json").read_text())
+        rows.append({"set": name, "method": f"embed job, backend auto -> {res.backend} "
+                     f"({res.extra['runner_choice']}), whole job incl. model load",
+                     "dtype": manifest["compute_dtype"], "wall": res.wall_s, "load": 0.0,
+                     "tps": res.texts_per_s,
+                     "cos": cosine_min(_job_vectors(res, texts, order), ref)})
+        shutil.rmtree(out, ignore_errors=True)
+    for layout in args.layouts if "ray" in args.backends else []:
         for dtype in args.dtypes:
             if layout == "auto":  # the job's own choice (EmbedSpec defaults)
                 spec = EmbedSpec(batch_size=args.batch_size, dtype=dtype,
@@ -127,12 +151,8 @@ def bench_set(name: str, texts: dict[str, pd.DataFrame], args: argparse.Namespac
                                  torch_threads=threads, batch_size=args.batch_size, dtype=dtype,
                                  block_rows=args.block_rows, shard_rows=args.shard_rows)
             out = work / f"{name}-{layout}-{dtype}"
-            res = run_embedding_job(texts, spec, out, progress=False)
-            got = {}
-            for kind in texts:
-                ids, vecs, _ = read_embeddings(res.paths[kind])
-                got.update({(kind, int(i)): v for i, v in zip(ids, vecs, strict=True)})
-            vecs = np.stack([got[key] for key in order])
+            res = run_embedding_job(texts, spec, out, progress=False, backend="ray")
+            vecs = _job_vectors(res, texts, order)
             manifest = json.loads((out / "embeddings" / "manifest.json").read_text())
             lay = manifest["last_run"]["layout"]
             rows.append({"set": name,
@@ -154,6 +174,10 @@ def main() -> int:
     ap.add_argument("--dataset", type=Path, default=Path("data/ml-100k"))
     ap.add_argument("--n-synthetic", type=int, default=100_000,
                     help="second text set: this many synthetic item texts (0 = skip)")
+    ap.add_argument("--backends", nargs="+", default=["auto", "ray"], choices=["auto", "ray"],
+                    help="auto: the job's own runner choice (`recmind-dist embed`'s default; "
+                    "in-process below embed.local_below_texts); ray: the Ray Data job for "
+                    "every --layouts entry")
     ap.add_argument("--layouts", nargs="+", default=["auto"],
                     help="Ray actor layouts: auto (the job's choice) or REPLICASxTHREADS "
                     "(CPUs split evenly), e.g. --layouts auto 1x2 2x1")
@@ -170,10 +194,11 @@ def main() -> int:
     texts, source = ml100k_texts(args.dataset)
     print(f"ml-100k texts: {sum(len(t) for t in texts.values())} from {source}; "
           f"torch threads (ST) = {torch.get_num_threads()}; batch size {args.batch_size}")
-    t0 = time.perf_counter()
-    ensure_ray(num_cpus=args.num_cpus)
-    print(f"(Ray start-up {time.perf_counter() - t0:.1f} s, outside every job time: under "
-          "`ray job submit` the cluster is already up)")
+    if "ray" in args.backends:
+        t0 = time.perf_counter()
+        ensure_ray(num_cpus=args.num_cpus)
+        print(f"(Ray start-up {time.perf_counter() - t0:.1f} s, outside every job time: under "
+              "`ray job submit` the cluster is already up)")
     work = Path(tempfile.mkdtemp(prefix="embed_bench_"))
     rows = []
     try:

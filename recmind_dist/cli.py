@@ -64,14 +64,34 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+def _main(verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="debug logging (also MLflow's, Ray's and the HTTP clients')",
+)] = False) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("alembic", "mlflow", "urllib3", "filelock", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not verbose:
+        for noisy in ("alembic", "mlflow", "urllib3", "filelock", "httpx"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_output()
+
+
+def on_terminal(progress: bool) -> bool:
+    """Progress bars only for a person watching a terminal (never in piped / job logs)."""
+    return progress and sys.stderr.isatty()
+
+
+def quiet_output() -> None:
+    """No download bars from MLflow; no colour codes from Ray when the output is not a
+    terminal (job logs, files)."""
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if not (sys.stdout.isatty() and sys.stderr.isatty()):
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' bars too
 
 
 def print_metrics(title: str, metrics: dict[str, float], ks: list[int]) -> None:
@@ -85,6 +105,41 @@ def print_metrics(title: str, metrics: dict[str, float], ks: list[int]) -> None:
         vals = [metrics.get(f"{g}/{m}_at_{k}") for m in ("recall", "ndcg") for k in ks]
         table.add_row(g, *["-" if v is None or math.isnan(v) else f"{v:.4f}" for v in vals])
     console.print(table)
+    shown = [g.removeprefix("test/") for g in groups if g.startswith("test/")]
+    legend = [BUCKET_LABELS[b] for b in BUCKET_LABELS if b in shown]
+    if legend:
+        console.print("buckets: " + "; ".join(legend), highlight=False)
+
+
+def next_steps(run_id: str, experiment: str, uri: str) -> str:
+    """The commands that work on a finished run from any folder (experiment and URI given)."""
+    return (f"next:\n  recmind-dist compare --experiment {experiment} --tracking-uri {uri}\n"
+            f"  recmind-dist evaluate --run {run_id[:8]} --tracking-uri {uri}\n"
+            f"  mlflow ui --backend-store-uri {uri} --host 127.0.0.1   # plots under Artifacts")
+
+
+def why_user_left_out(ds: Any, split: Any, canon: Any) -> str:
+    """Why a user has no row in a split: unknown id, too few ratings >= threshold, k-core."""
+    if not len(canon):
+        return "no such raw user id in the dataset"
+    rows = ds.interactions[ds.interactions["user"] == int(canon[0])]
+    if split.threshold is not None and "rating" in rows.columns:
+        kept = int((rows["rating"] >= split.threshold).sum())
+        if kept == 0:
+            return (f"none of the user's {len(rows)} ratings is >= split.threshold "
+                    f"{split.threshold:g} (max {rows['rating'].max():g})")
+        return (f"{kept} of the user's {len(rows)} ratings are >= split.threshold "
+                f"{split.threshold:g}; the k-core filter (split.kcore={split.kcore}) or the "
+                "protocol left none in training")
+    return f"the k-core filter (split.kcore={split.kcore}) removed the user's {len(rows)} rows"
+
+
+BUCKET_LABELS = {
+    "cold": "cold: items with <= eval.cold_degree training interactions",
+    "tail": "tail: neither cold nor head",
+    "head": "head: top eval.head_fraction by training degree",
+    "unseen": "unseen: only the items the cold_item split kept out of training",
+}
 
 
 # ----------------------------------------------------------------------------- data
@@ -179,7 +234,8 @@ def train(
     config: Annotated[Path | None, typer.Option(
         "--config", "-c", help="YAML job spec (see configs/)")] = None,
     set_: SetOpt = None,
-    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    progress: Annotated[bool, typer.Option(
+        help="show progress bars (only ever on a terminal)")] = True,
     resume: Annotated[str | None, typer.Option(
         "--resume", help="continue this killed/failed single-process run from its last "
         "epoch checkpoint (instead of --config)")] = None,
@@ -199,11 +255,12 @@ def train(
     if resume is not None:
         from recmind_dist.pipeline.resume import resume_training
 
-        outcome = resume_training(resume, resume_uri or tracking_uri(TrackingSpec()), progress)
+        outcome = resume_training(resume, resume_uri or tracking_uri(TrackingSpec()),
+                                   on_terminal(progress))
         spec = outcome.spec
     else:
         spec = load_spec(config, set_)
-        outcome = run_training(spec, progress=progress)
+        outcome = run_training(spec, progress=on_terminal(progress))
     r = outcome.result
     metrics = {f"test/{k}": v for k, v in r.test.items()}
     print_metrics(f"{spec.name} (best epoch {r.best_epoch}, {r.train_seconds:.1f}s training)",
@@ -211,8 +268,8 @@ def train(
     console.print(f"stopped: {r.stop_reason}")
     console.print(f"MLflow run id: [bold]{outcome.run_id}[/]  experiment: {spec.tracking.experiment}"
                   f"  tracking URI: {tracking_uri(spec.tracking)}")
-    console.print(f"look: mlflow ui --backend-store-uri {tracking_uri(spec.tracking)} "
-                  "--host 127.0.0.1  |  recmind-dist compare", highlight=False)
+    console.print(next_steps(outcome.run_id, spec.tracking.experiment,
+                             tracking_uri(spec.tracking)), highlight=False)
     print(f"RUN_ID={outcome.run_id}")
 
 
@@ -221,9 +278,12 @@ def train(
 def embed(
     config: ConfigOpt,
     set_: SetOpt = None,
-    backend: Annotated[str, typer.Option(help="ray (Ray Data actor pool) or local")] = "ray",
+    backend: Annotated[str, typer.Option(
+        help="auto (in-process below embed.local_below_texts texts, else Ray), ray (Ray Data "
+        "actor pool) or local (in-process)")] = "auto",
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster (default: local)")] = None,
-    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    progress: Annotated[bool, typer.Option(
+        help="show progress bars (only ever on a terminal)")] = True,
 ) -> None:
     """Embed item texts and training-only user profiles with the frozen LM (spec `embed`).
 
@@ -233,10 +293,10 @@ def embed(
     from recmind_dist.pipeline import run_embedding
     from recmind_dist.specs import load_spec
 
-    if backend not in ("ray", "local"):
-        raise InputError("--backend", "backend", f"expected ray or local, got {backend!r}")
+    if backend not in ("auto", "ray", "local"):
+        raise InputError("--backend", "backend", f"expected auto, ray or local, got {backend!r}")
     spec = load_spec(config, set_)
-    run_id, stats = run_embedding(spec, backend, progress, ray_address)
+    run_id, stats = run_embedding(spec, backend, on_terminal(progress), ray_address)
     for k, v in sorted(stats.items()):
         console.print(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}")
     console.print(f"MLflow run id: [bold]{run_id}[/]")
@@ -247,13 +307,15 @@ def embed(
 @friendly
 def evaluate(
     run: Annotated[str | None, typer.Option(
-        "--run", help="MLflow run id of a finished training run")] = None,
+        "--run", help="MLflow run id (or >= 8 leading characters) of a finished training run"
+    )] = None,
     config: Annotated[Path | None, typer.Option(
         "--config", "-c", help="instead of --run: the newest finished run trained with this "
         "job spec (after --set) in its experiment")] = None,
     set_: SetOpt = None,
     export_topk: Annotated[
-        Path | None, typer.Option(help="write every test user's top-K (raw ids) to this Parquet")
+        Path | None, typer.Option(help="write every test user's top-K to this Parquet: user, "
+                                  "rank, item (raw ids as in your data), score, title")
     ] = None,
     k: Annotated[int | None, typer.Option(help="K of the export (default: spec eval.export_k)")] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
@@ -262,17 +324,18 @@ def evaluate(
     eval/test/...); optionally export every test user's top-K."""
     from recmind_dist.pipeline.evaluation import evaluate_run, newest_run_of
     from recmind_dist.specs import TrackingSpec, load_spec
+    from recmind_dist.tracking import existing_store, training_run
     from recmind_dist.tracking import tracking_uri as resolve_uri
 
     if (run is None) == (config is None):
         raise InputError("evaluate", "--run", "give exactly one of --run RUN_ID or --config SPEC")
     if config is not None:
         spec = load_spec(config, set_)
-        uri = tracking_uri or resolve_uri(spec.tracking)
-        run = newest_run_of(spec.model_copy(update={"tracking": spec.tracking.model_copy(
-            update={"uri": uri})}))
+        uri = existing_store(tracking_uri or resolve_uri(spec.tracking))
+        run = newest_run_of(spec, uri)
     else:
-        uri = tracking_uri or resolve_uri(TrackingSpec())
+        uri = existing_store(tracking_uri or resolve_uri(TrackingSpec()))
+        run = training_run(run, uri)
     ev = evaluate_run(run, uri, export_topk, k)
     print_metrics(f"run {run}", {f"test/{k_}": v for k_, v in ev.test.items()}, ev.spec.eval.ks)
     if ev.topk_rows is not None:
@@ -286,7 +349,8 @@ def pipeline(
     config: ConfigOpt,
     set_: SetOpt = None,
     skip_embed: Annotated[bool, typer.Option(help="do not run the embedding stage")] = False,
-    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    progress: Annotated[bool, typer.Option(
+        help="show progress bars (only ever on a terminal)")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="end with one JSON line: run id, "
                                           "experiment, tracking URI, test metrics, stage times")
                        ] = False,
@@ -308,10 +372,10 @@ def pipeline(
     t0 = time.perf_counter()
     if not skip_embed and "text_features" in needed_inputs(spec.model) and \
             "profiles" not in needed_inputs(spec.model):
-        run_embedding(spec, spec.model.features_backend, progress)
+        run_embedding(spec, spec.model.features_backend, on_terminal(progress))
         stages["embed_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    outcome = run_training(spec, progress=progress)
+    outcome = run_training(spec, progress=on_terminal(progress))
     stages["train_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     ev = evaluate_run(outcome.run_id, tracking_uri(spec.tracking))
@@ -321,6 +385,8 @@ def pipeline(
     console.print("  ".join(f"{k} {v:.1f}" for k, v in stages.items()))
     console.print(f"MLflow run id: [bold]{outcome.run_id}[/]  experiment: "
                   f"{spec.tracking.experiment}  tracking URI: {tracking_uri(spec.tracking)}")
+    console.print(next_steps(outcome.run_id, spec.tracking.experiment,
+                             tracking_uri(spec.tracking)), highlight=False)
     print(f"RUN_ID={outcome.run_id}")
     if as_json:
         import json
@@ -337,21 +403,26 @@ def compare(
     experiment: Annotated[str, typer.Option(help="MLflow experiment")] = "recmind-dist",
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
     csv: Annotated[Path | None, typer.Option(help="also write the table as CSV")] = None,
+    plot: Annotated[Path | None, typer.Option(
+        help="also draw the runs' test metrics side by side into this PNG")] = None,
     columns: Annotated[list[str] | None, typer.Option(
         "--columns", help="show only spec keys containing this text (repeatable), e.g. "
         "--columns variant --columns seed")] = None,
 ) -> None:
     """Print an experiment's runs: the spec keys that differ and the main metrics."""
-    from recmind_dist.compare import runs_table
+    from recmind_dist.compare import experiment_names, runs_table
     from recmind_dist.pipeline.lifecycle import reap_dead_runs
     from recmind_dist.specs import TrackingSpec
+    from recmind_dist.tracking import existing_store
     from recmind_dist.tracking import tracking_uri as resolve_uri
 
-    uri = tracking_uri or resolve_uri(TrackingSpec())
+    uri = existing_store(tracking_uri or resolve_uri(TrackingSpec()))
     reap_dead_runs(uri)  # runs left RUNNING by a dead process show as KILLED
     df = runs_table(experiment, uri)
     if df.empty:
-        raise InputError("--experiment", "experiment", f"no runs in experiment {experiment!r}")
+        known = ", ".join(experiment_names(uri)) or "none"
+        raise InputError("--experiment", "experiment", f"no finished runs in experiment "
+                         f"{experiment!r} of {uri} (experiments there: {known})")
     if columns:  # keep the run id, the chosen keys and the metrics
         keep = [c for c in df.columns if c in ("run_id", "status") or c.startswith("test/")
                 or any(sel in c for sel in columns)]
@@ -370,12 +441,18 @@ def compare(
         console.print(table)
     if csv is not None:
         df.to_csv(csv, index=False)
+    if plot is not None:
+        from recmind_dist.plots import compare_chart
+
+        compare_chart(df, f"experiment {experiment} ({len(df)} runs)", plot)
+        console.print(f"wrote {plot}")
 
 
 @app.command()
 @friendly
 def recommend(
-    run: Annotated[str, typer.Option("--run", help="MLflow run id of a finished training run")],
+    run: Annotated[str, typer.Option(
+        "--run", help="MLflow run id (or >= 8 leading characters) of a finished training run")],
     user: Annotated[str, typer.Option("--user", help="raw user id (as in the source data)")],
     k: Annotated[int, typer.Option(help="list length")] = 10,
     rerank: Annotated[bool, typer.Option("--rerank/--no-rerank",
@@ -396,17 +473,21 @@ def recommend(
     from recmind_dist.rerank import Reranker
     from recmind_dist.rerank.core import topk_for_users
     from recmind_dist.specs import GenerateSpec, TrackingSpec
+    from recmind_dist.tracking import existing_store, training_run
     from recmind_dist.tracking import tracking_uri as resolve_uri
 
     if backend not in ("offline", "hf", "openai"):
         raise InputError("--backend", "backend", f"expected offline|hf|openai, got {backend!r}")
     if k < 1:
         raise InputError("--k", "k", f"K must be >= 1, got {k}")
-    spec, ds, data, model = load_run(run, tracking_uri or resolve_uri(TrackingSpec()))
+    uri = existing_store(tracking_uri or resolve_uri(TrackingSpec()))
+    run = training_run(run, uri)
+    spec, ds, data, model = load_run(run, uri)
     canon = np.flatnonzero(np.asarray(ds.user_raw_ids).astype(str) == str(user))
     local = np.flatnonzero(data.user_ids == canon[0]) if len(canon) else []
     if not len(local):
-        raise InputError("--user", "user", f"user {user!r} is not in run {run}'s split")
+        raise InputError("--user", "user", f"user {user!r} is not in run {run[:8]}'s split: "
+                         + why_user_left_out(ds, spec.split, canon))
     u = int(local[0])
     ev = SplitEvaluator(data, spec.eval)
     unseen = data.n_items - ev.test_exclude[u].nnz  # never pad with the user's own items

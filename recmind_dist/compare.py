@@ -13,8 +13,9 @@ DEFAULT_METRICS = (
 def runs_table(
     experiment: str, tracking_uri: str, metrics: tuple[str, ...] = DEFAULT_METRICS
 ) -> pd.DataFrame:
-    """One row per run: run id, name, status (FINISHED, RUNNING, KILLED, FAILED; the reason
-    a run ended early as ``end_reason``), the params that differ between runs, metrics."""
+    """One training run per row (``embed`` runs left out): run id, name, status (FINISHED,
+    RUNNING, KILLED, FAILED; the reason a run ended early as ``end_reason``), the params that
+    differ between runs, metrics."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
@@ -22,6 +23,8 @@ def runs_table(
     if exp is None:
         return pd.DataFrame()
     runs = mlflow.search_runs([exp.experiment_id], order_by=["start_time ASC"])
+    if "tags.job" in runs.columns:  # embed runs share the experiment but rank nothing
+        runs = runs[runs["tags.job"].isna() | (runs["tags.job"] == "train")]
     if runs.empty:
         return pd.DataFrame()
     params = [c for c in runs.columns if c.startswith("params.")]
@@ -34,3 +37,11 @@ def runs_table(
     cols.update({f"metrics.{m}": m for m in metrics if f"metrics.{m}" in runs.columns})
     present = [c for c in cols if c in runs.columns]
     return runs[present].rename(columns=cols)
+
+
+def experiment_names(tracking_uri: str) -> list[str]:
+    """The experiments of a store (for "did you mean" in errors)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    return sorted(e.name for e in client.search_experiments())

@@ -12,6 +12,43 @@ import pytest
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+CHECKOUT = Path(__file__).resolve().parents[1]
+TOOL_CACHES = ("__pycache__", ".pytest_cache", ".ruff_cache")
+_checkout_before = pytest.StashKey[set]()
+
+
+def checkout_entries() -> set[str] | None:
+    """Untracked and ignored paths of the checkout (``git status --ignored``, folders
+    collapsed), minus interpreter/tool caches; None outside a git checkout."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=CHECKOUT,
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    paths = {line[3:] for line in out.splitlines() if line[:2] in ("??", "!!")}
+    return {p for p in paths if not any(c in p for c in TOOL_CACHES)}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_checkout_before] = checkout_entries()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The test session leaves the checkout as it found it: no ``mlruns/``, ``mlflow.db``,
+    run folders or caches written into the repository (tests write under tmp paths)."""
+    before = session.config.stash.get(_checkout_before, None)
+    after = checkout_entries()
+    if before is None or after is None:
+        return
+    new = sorted(after - before)
+    if new:
+        session.config.get_terminal_writer().line(
+            "\nerror: the tests left new files in the checkout " + str(CHECKOUT) + ": "
+            + ", ".join(new), red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
 
 def random_interactions(n_users: int, n_items: int, per_user: int, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)

@@ -46,3 +46,12 @@ def test_profile_key_list_form_unchanged() -> None:
     for parts in (["760976de647cdd9b", "offline", "template"], ["k", "hf", None]):
         old = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
         assert stable_hash(parts) == old
+
+
+def test_default_encoder_key_does_not_depend_on_the_venv() -> None:
+    """The bundled MiniLM counts as its hub id: two venvs (checkout, Ray job, fresh clone)
+    share one feature cache."""
+    from recmind_dist.embed.encoder import MINILM_HUB_ID
+
+    assert feature_cache_keys("abc", "s", TextSpec(), EmbedSpec()) == feature_cache_keys(
+        "abc", "s", TextSpec(), EmbedSpec(model=MINILM_HUB_ID))

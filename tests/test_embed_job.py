@@ -256,3 +256,44 @@ def test_tensor_parallel_layout_and_refusals() -> None:
         check_fits(EmbedSpec(tensor_parallel=2, gpus_per_replica=2), gpu, 16, 16, 1)
     with pytest.raises(InputError, match="'gpus_per_replica'"):
         check_fits(EmbedSpec(gpus_per_replica=1), gpu, 16, 16, 0)
+
+
+def test_auto_runner_choice() -> None:
+    from recmind_dist.embed.job import choose_runner
+
+    spec = EmbedSpec(local_below_texts=100)
+    assert choose_runner("auto", 99, spec, None) == ("local", "99 < embed.local_below_texts=100")
+    assert choose_runner("auto", 100, spec, None)[0] == "ray"
+    assert choose_runner("auto", 5, spec, "auto")[0] == "ray"  # a named cluster
+    assert choose_runner("auto", 5, EmbedSpec(tensor_parallel=2), None)[0] == "ray"
+    assert choose_runner("local", 10**6, spec, None)[0] == "local"  # an explicit choice wins
+
+
+def test_auto_small_job_runs_in_process_and_counts_texts(tiny_bert: Path, tmp_path: Path,
+                                                         monkeypatch) -> None:
+    """A small job picks the in-process runner (no Ray started) and its progress bar
+    counts texts, every text once, as the forward passes finish."""
+    import ray
+    import tqdm.auto
+    import tqdm.std
+
+    seen: list[int] = []
+
+    class Bar(tqdm.std.tqdm):  # records the job's updates; transformers' bars pass through
+        def __init__(self, *a, **kw):
+            self.label = str(kw.get("desc", ""))
+            kw["disable"] = True
+            super().__init__(*a, **kw)
+
+        def update(self, n=1):
+            if self.label.startswith("embed"):
+                seen.append(n)
+            return super().update(n)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    texts = _texts()
+    res = run_embedding_job(texts, _spec(tiny_bert), tmp_path, backend="auto", progress=True)
+    assert res.backend == "local" and "local_below_texts" in res.extra["runner_choice"]
+    assert not ray.is_initialized()
+    n_text = sum(int(t.has_text.sum()) for t in texts.values())
+    assert sum(seen) == n_text and max(seen) <= 8  # per forward pass of batch_size 8

@@ -125,3 +125,4 @@ def test_recommend_command(tiny_dataset, tmp_path, monkeypatch):
     res = runner.invoke(app, ["recommend", "--run", run_id, "--user", "nobody", "--no-rerank",
                               "--tracking-uri", uri])
     assert res.exit_code == 2 and "user" in res.output
+    assert "no such raw user id in the dataset" in res.output

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -304,12 +304,14 @@ class TextEncoder:
         return self.encode_with_lengths(texts, batch_size)[0]
 
     @torch.inference_mode()
-    def encode_with_lengths(self, texts: Sequence[str], batch_size: int = 64
+    def encode_with_lengths(self, texts: Sequence[str], batch_size: int = 64,
+                            on_batch: Callable[[int], Any] | None = None
                             ) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`encode`, also returning each text's token count after truncation.
 
         Each text is tokenized once (truncated to ``max_length``); batches are padded from the
-        token ids, so no text is tokenized twice.
+        token ids, so no text is tokenized twice. ``on_batch(n)`` is called after each forward
+        pass with its number of texts (progress; zero-token texts are reported at the end).
         """
         texts = ["" if t is None else str(t) for t in texts]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
@@ -343,6 +345,10 @@ class TextEncoder:
             hidden = self.forward_hidden(batch)
             emb = pool(hidden.float(), batch["attention_mask"], self.pooling, self.normalize)
             out[idx] = emb.cpu().numpy()
+            if on_batch is not None:
+                on_batch(len(idx))
+        if on_batch is not None and len(order) < len(texts):
+            on_batch(len(texts) - len(order))
         self.encode_s += time.perf_counter() - t0
         return out, used
 

@@ -44,7 +44,7 @@ from recmind_dist.text.templates import training_texts
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EmbedResult", "dataset_texts", "embed_dataset", "run_embedding_job"]
+__all__ = ["EmbedResult", "choose_runner", "dataset_texts", "embed_dataset", "run_embedding_job"]
 
 
 @dataclass
@@ -78,7 +78,7 @@ class EmbedResult:
 
 def run_embedding_job(texts: Mapping[str, pd.DataFrame | str | Path], spec: EmbedSpec,
                       out_dir: str | Path, progress: bool = True,
-                      backend: Literal["ray", "local"] = "ray", ray_address: str | None = None,
+                      backend: Literal["ray", "local", "auto"] = "ray", ray_address: str | None = None,
                       num_cpus: int | None = None, encoder: Any = None) -> EmbedResult:
     """Embed every text table in ``texts`` (kind -> ``DataFrame(id, text, has_text)`` or a
     Parquet path) and write ``out_dir/embeddings/{kind}.parquet``.
@@ -87,10 +87,10 @@ def run_embedding_job(texts: Mapping[str, pd.DataFrame | str | Path], spec: Embe
         texts: e.g. ``{"items": item_texts, "users": user_texts}``.
         spec: model, pooling and scheduling settings.
         out_dir: output root (files: see :mod:`recmind_dist.embed.shards`).
-        progress: tqdm bar over shards.
-        backend: ``ray`` (Ray Data + actor pool; ``tensor_parallel`` > 1 shards each replica)
-            or ``local`` (in-process reference; also the torchrun tensor-parallel path,
-            where rank 0 writes).
+        progress: tqdm bar over the texts (rows/s and ETA); off when not on a terminal.
+        backend: ``ray`` (Ray Data + actor pool; ``tensor_parallel`` > 1 shards each replica),
+            ``local`` (in-process reference; also the torchrun tensor-parallel path,
+            where rank 0 writes) or ``auto`` (:func:`choose_runner`).
         ray_address: Ray cluster to join (None = ``RAY_ADDRESS`` or a private local Ray).
         num_cpus: CPUs of a private local Ray (None = all cores).
         encoder: a ready :class:`TextEncoder` for the local backend (e.g. DeepSpeed-sharded).
@@ -101,8 +101,8 @@ def run_embedding_job(texts: Mapping[str, pd.DataFrame | str | Path], spec: Embe
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
-    if backend not in ("ray", "local"):
-        raise InputError("embed job", "backend", f"expected ray|local, got {backend!r}")
+    if backend not in ("ray", "local", "auto"):
+        raise InputError("embed job", "backend", f"expected ray|local|auto, got {backend!r}")
     if not texts:
         raise InputError("embed job", "texts", "nothing to embed")
     out_dir = Path(out_dir)
@@ -122,8 +122,14 @@ def run_embedding_job(texts: Mapping[str, pd.DataFrame | str | Path], spec: Embe
         rank0 = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
     except ImportError:  # pragma: no cover
         rank0 = True
-    pbar = tqdm(total=len(shards), initial=skipped, desc="embed shards", unit="shard",
-                disable=not (progress and rank0))
+    n_todo = sum(s.n_text for s in pending)
+    backend, why = choose_runner(backend, n_todo, spec, ray_address, encoder)
+    if pending:
+        log.info("embed %s: %d texts to encode -> %s runner (%s)", "+".join(tables), n_todo,
+                 "in-process" if backend == "local" else "Ray Data", why)
+    pbar = tqdm(total=sum(s.n_text for s in shards), initial=sum(s.n_text for s in shards)
+                - n_todo, desc=f"embed {'+'.join(tables)} ({backend})", unit="text",
+                disable=not (progress and rank0), dynamic_ncols=True)
     layout, tp_seen = NO_LAYOUT, {}
     try:
         if pending and backend == "local":
@@ -171,7 +177,29 @@ def run_embedding_job(texts: Mapping[str, pd.DataFrame | str | Path], spec: Embe
                        shards_total=len(shards), shards_computed=len(pending),
                        shards_skipped=skipped, dim=dim, model=model_id, backend=backend,
                        n_replicas=layout.replicas,
-                       extra={"tp_group": tp_seen} if tp_seen else {})
+                       extra={"runner_choice": why,
+                              **({"tp_group": tp_seen} if tp_seen else {})})
+
+
+def choose_runner(backend: str, n_texts: int, spec: EmbedSpec, ray_address: str | None,
+                  encoder: Any = None) -> tuple[str, str]:
+    """(runner, reason). ``auto``: in-process below ``spec.local_below_texts`` texts to encode
+    (a Ray actor's fixed start-up outweighs its speed-up there), Ray Data from that size on,
+    and always Ray when a cluster is named (``ray_address`` / ``RAY_ADDRESS``) or each
+    replica shards the model (``tensor_parallel`` > 1) -- unless a ready ``encoder`` is given."""
+    import os
+
+    if backend != "auto":
+        return backend, f"backend={backend} requested"
+    if encoder is not None:
+        return "local", "a ready encoder was given"
+    if spec.tensor_parallel > 1:
+        return "ray", f"embed.tensor_parallel={spec.tensor_parallel} shards each Ray replica"
+    if ray_address or os.environ.get("RAY_ADDRESS"):
+        return "ray", "a Ray cluster is named (ray_address / RAY_ADDRESS)"
+    if n_texts < spec.local_below_texts:
+        return "local", f"{n_texts} < embed.local_below_texts={spec.local_below_texts}"
+    return "ray", f"{n_texts} >= embed.local_below_texts={spec.local_below_texts}"
 
 
 def dataset_texts(dataset_dir: str | Path, text_spec: TextSpec | None = None, *,

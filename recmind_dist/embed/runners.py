@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,11 @@ class EncoderReplica:
 
     def __init__(self, spec_json: str, model_id: str) -> None:
         import torch
+        from transformers.utils import logging as hf_logging
 
         from recmind_dist.embed.encoder import TextEncoder
 
+        hf_logging.disable_progress_bar()  # a bar per actor in the driver's log says nothing
         spec = EmbedSpec.model_validate_json(spec_json)
         self.spec = spec
         self.group = None
@@ -104,13 +107,13 @@ def run_local(pending: list[Shard], spec: EmbedSpec, model_id: str, pbar: Any,
                               and torch.cuda.is_available() else "cpu",
                               torch_threads=spec.torch_threads)
     rank0 = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
-    w = ShardWriter(pending, spec, encoder.dim, pbar, is_writer=rank0)
+    w = ShardWriter(pending, spec, encoder.dim, None, is_writer=rank0)  # pbar counts texts
     for s in pending:
         sel = np.flatnonzero(s.has_text)
         key = (s.kind, s.index)
         if len(sel):
             vecs, lengths = encoder.encode_with_lengths([s.texts[i] for i in sel],
-                                                        spec.batch_size)
+                                                        spec.batch_size, on_batch=pbar.update)
             w.add(s.kind, s.index, s.ids[sel], vecs, lengths)
         else:
             w.finish(key)
@@ -139,7 +142,7 @@ def run_ray(pending: list[Shard], spec: EmbedSpec, model_id: str, dim: int, text
     n_rep, tp = layout.replicas, layout.tensor_parallel
     if n_rows:
         check_fits(spec, layout, cpus, node_cpus, node_gpus)
-    w = ShardWriter(pending, spec, dim, pbar)
+    w = ShardWriter(pending, spec, dim, None)  # pbar counts texts as their vectors arrive
     paths = []
     for s in pending:
         sel = np.flatnonzero(s.has_text)
@@ -166,21 +169,16 @@ def run_ray(pending: list[Shard], spec: EmbedSpec, model_id: str, dim: int, text
              spec.cpus_per_replica, spec.gpus_per_replica, layout.threads)
     # One small Parquet file is one read block: repartition so every actor gets work.
     ds = ray.data.read_parquet(paths).repartition(n_blocks)
-    out = ds.map_batches(
-        EncoderReplica,
-        fn_constructor_kwargs={"spec_json": actor_spec.model_dump_json(), "model_id": model_id},
-        compute=ray.data.ActorPoolStrategy(size=n_rep),
-        num_cpus=spec.cpus_per_replica * tp,  # the helper ranks run beside the actor
-        num_gpus=spec.gpus_per_replica or None,  # = tp GPUs at tensor_parallel > 1
-        batch_size=None,
-        batch_format="numpy",
-    )
+    with warnings.catch_warnings():  # max_restarts has no named parameter (yet): see below
+        warnings.simplefilter("ignore", DeprecationWarning)
+        out = _map_encoder(ds, spec, actor_spec, model_id, n_rep, tp)
     tp_seen = {"ranks": 0, "param_share": 0.0}  # what the replicas reported
     for batch in out.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
         if len(batch["id"]):
             tp_seen["ranks"] = max(tp_seen["ranks"], int(batch["tp_size"].max()))
             tp_seen["param_share"] = max(tp_seen["param_share"],
                                          float(batch["param_share"].max()))
+        pbar.update(len(batch["id"]))
         kinds, shards = batch["kind"], batch["shard"]
         keys = pd.DataFrame({"k": kinds, "s": shards}).groupby(["k", "s"]).indices
         for (k, sh), rows in keys.items():
@@ -192,6 +190,34 @@ def run_ray(pending: list[Shard], spec: EmbedSpec, model_id: str, dim: int, text
     for p in paths:  # inputs of finished shards are no longer needed
         Path(p).unlink(missing_ok=True)
     return w.n_encoded, w.n_tokens, layout, tp_seen
+
+
+def _map_encoder(ds: Any, spec: EmbedSpec, actor_spec: EmbedSpec, model_id: str, n_rep: int,
+                 tp: int) -> Any:
+    """``ds.map_batches`` with an :class:`EncoderReplica` pool. Ray Data passes a map actor's
+    constructor through the object store, and with actor restarts on every run logged an
+    E-level core_worker line (ray#53727): restarts are off (a lost actor fails its tasks,
+    retried on the pool's other actors; a failed job keeps its finished shards and a rerun
+    resumes). Ray versions whose map_batches takes no extra remote arguments keep their
+    default."""
+    import inspect
+
+    import ray
+
+    extra = {}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD
+           for p in inspect.signature(ds.map_batches).parameters.values()):
+        extra["max_restarts"] = 0
+    return ds.map_batches(
+        EncoderReplica,
+        fn_constructor_kwargs={"spec_json": actor_spec.model_dump_json(), "model_id": model_id},
+        compute=ray.data.ActorPoolStrategy(size=n_rep),
+        num_cpus=spec.cpus_per_replica * tp,  # the helper ranks run beside the actor
+        num_gpus=spec.gpus_per_replica or None,  # = tp GPUs at tensor_parallel > 1
+        batch_size=None,
+        batch_format="numpy",
+        **extra,
+    )
 
 
 def compute_dtype(spec: EmbedSpec, backend: str, encoder: Any) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 from recmind_dist import tracking
 from recmind_dist.errors import InputError
 from recmind_dist.eval.evaluator import SplitEvaluator
-from recmind_dist.pipeline.training import export_topk, load_run
+from recmind_dist.pipeline.training import export_item_columns, export_topk, load_run
 from recmind_dist.specs import JobSpec
 
 
@@ -24,12 +24,13 @@ class Evaluation:
     topk_rows: int | None = None
 
 
-def newest_run_of(spec: JobSpec) -> str:
+def newest_run_of(spec: JobSpec, uri: str | None = None) -> str:
     """The newest FINISHED run of ``spec.tracking.experiment`` trained with exactly ``spec``
-    (its ``spec_fingerprint`` tag)."""
+    (its ``spec_fingerprint`` tag), in the store ``uri`` (default: the spec's). The spec is
+    matched as given: resolving its ``tracking.uri`` first would change the fingerprint."""
     import mlflow
 
-    mlflow.set_tracking_uri(tracking.tracking_uri(spec.tracking))
+    mlflow.set_tracking_uri(uri or tracking.tracking_uri(spec.tracking))
     exp = mlflow.get_experiment_by_name(spec.tracking.experiment)
     if exp is None:
         raise InputError("--config", "tracking.experiment",
@@ -74,5 +75,6 @@ def evaluate_run(run_id: str, tracking_uri: str, export_to: Path | None = None,
     rows = None
     if export_to is not None:
         rows = export_topk(model, data, evaluator, dataset.user_raw_ids, dataset.item_raw_ids,
-                           k, export_to)
+                           k, export_to,
+                           item_columns=export_item_columns(dataset, spec.text))
     return Evaluation(run_id, spec, test, rows)

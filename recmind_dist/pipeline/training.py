@@ -143,6 +143,24 @@ def log_probes(model: Recommender, spec: JobSpec, data: SplitData,
     return report
 
 
+def log_run_plots(result: TrainResult, spec: JobSpec, run_id: str) -> None:
+    """Log ``plots/training_curves.png`` (loss terms and validation metrics per epoch) and
+    ``plots/test_buckets.png`` (test metrics per degree bucket), titled with run name, id and
+    best epoch (:mod:`recmind_dist.plots`)."""
+    import tempfile
+
+    from recmind_dist import plots
+
+    title = plots.run_title(spec.tracking.run_name or spec.name, run_id, result.best_epoch)
+    with tempfile.TemporaryDirectory() as tmp:
+        curves = plots.training_curves(result.history, title, Path(tmp) / "training_curves.png",
+                                       result.best_epoch)
+        buckets = plots.bucket_bars(result.test, spec.eval.ks, title,
+                                    Path(tmp) / "test_buckets.png")
+        tracking.log_file(curves, "plots")
+        tracking.log_file(buckets, "plots")
+
+
 @dataclass
 class RunOutcome:
     run_id: str
@@ -203,6 +221,7 @@ def run_training(spec: JobSpec, progress: bool = True,
         tracking.log_metrics(metrics, step=result.epochs_run + 1)
         tracking.log_json(metrics, "metrics.json")
         tracking.log_json(result.history, "history.json")
+        log_run_plots(result, spec, run.info.run_id)
         log_probes(model, spec, data, f"{spec.name} · run {run.info.run_id[:8]} · best epoch "
                    f"{result.best_epoch}")
         if spec.tracking.log_checkpoint and model.trainable:
@@ -248,11 +267,29 @@ def load_run(
     return spec, dataset, data, model
 
 
+def export_item_columns(dataset: Dataset, text_spec) -> pd.DataFrame:
+    """Per dataset item id: ``title`` (``text.title_column``, empty when absent) and ``text``
+    (the item's templated text, what the language model reads)."""
+    from recmind_dist.text.templates import item_texts
+
+    texts = item_texts(dataset, text_spec).set_index("id")["text"]
+    titles = pd.Series("", index=texts.index, dtype=object)
+    items = dataset.items
+    if items is not None and text_spec.title_column in items.columns:
+        titles.loc[items["id"].to_numpy()] = items[text_spec.title_column].fillna("").astype(
+            str).to_numpy()
+    return pd.DataFrame({"title": titles.astype(str), "text": texts.astype(str)})
+
+
 def export_topk(
     model: Recommender, data: SplitData, evaluator: SplitEvaluator, raw_user: np.ndarray,
     raw_item: np.ndarray, k: int, out: Path, batch_users: int = 1024,
+    item_columns: pd.DataFrame | None = None,
 ) -> int:
-    """Write every test user's top-``k`` (user, rank, item, score) in raw ids, atomically."""
+    """Write every test user's top-``k`` atomically: ``user`` and ``item`` are the raw ids of
+    the source data, ``rank`` 1..k, ``score`` the model's; then ``item_index`` (the item's
+    ``id`` in the dataset's ``items.parquet``) and the columns of ``item_columns`` (indexed
+    by that id, e.g. :func:`export_item_columns`: ``title``, ``text``)."""
     from recmind_dist.io import write_parquet
 
     model.eval()
@@ -269,7 +306,10 @@ def export_topk(
             "rank": np.tile(np.arange(1, kk + 1), len(batch)),
             "item": raw_item[data.item_ids[items.numpy().ravel()]],
             "score": scores.numpy().ravel().astype(np.float32),
+            "item_index": data.item_ids[items.numpy().ravel()].astype(np.int64),
         }))
     table = pd.concat(frames, ignore_index=True)
+    if item_columns is not None:
+        table = table.join(item_columns, on="item_index")
     write_parquet(table, out)
     return len(table)

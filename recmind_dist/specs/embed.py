@@ -85,6 +85,14 @@ class EmbedSpec(Spec):
         "about 4 blocks per actor, at least 4 * batch_size and at most 2,048 rows: enough "
         "blocks that no actor idles, few enough that per-block overhead stays small; "
         "length sorting inside a block removes most padding.")
+    local_below_texts: int = Field(
+        50_000, ge=0,
+        description="Runner choice of `backend: auto` (the `embed` command's default): a job "
+        "with fewer texts to encode than this runs in-process, since a Ray actor pays a fixed "
+        "start-up (import torch/transformers, load the model: ~5 s) before its first text; "
+        "from this many on it runs on the Ray Data actor pool. 0 = always Ray. Default from the "
+        "measured ratios on 2 cores, see docs/benchmarks.md § First hour (#17); lower it on "
+        "nodes with many cores.")
     max_texts: int | None = Field(
         None, ge=1,
         description="Embed only the first N texts (by id) of each kind: quick smoke runs.")

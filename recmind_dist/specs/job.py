@@ -6,6 +6,8 @@ overrides are applied to the raw YAML before validation, so they are checked the
 
 from __future__ import annotations
 
+import difflib
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -147,12 +149,37 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[st
     return raw
 
 
+def _fields_at(path: list[str]) -> set[str]:
+    """Field names a spec section at ``path`` (a validation error's location) can hold; a
+    union's members all count, a location part that is no field (a union tag) is skipped."""
+    from pydantic import BaseModel
+
+    def models_in(annotation: Any) -> list[type[BaseModel]]:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return [annotation]
+        return [m for arg in typing.get_args(annotation) for m in models_in(arg)]
+
+    models: list[type[BaseModel]] = [JobSpec]
+    for part in path:
+        inner = [m for cls in models if part in cls.model_fields
+                 for m in models_in(cls.model_fields[part].annotation)]
+        if inner:
+            models = inner
+    return {name for cls in models for name in cls.model_fields}
+
+
+def _did_you_mean(loc: list[str]) -> str:
+    """``; did you mean 'epochs'?`` for an unknown key close to a known one, else ``""``."""
+    close = difflib.get_close_matches(loc[-1], sorted(_fields_at(loc[:-1])), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
 def _first_error(exc: ValidationError) -> tuple[str, str]:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
-        msg = "unknown key"
+        msg = "unknown key" + _did_you_mean([str(p) for p in err["loc"]])
     if len(exc.errors()) > 1:
         msg += f" (and {len(exc.errors()) - 1} more problem(s))"
     return loc, msg
@@ -192,4 +219,17 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
             raise InputError(path, section, "missing section (a job spec names its data and "
                              "its model)")
     raw = apply_overrides(raw, overrides)
-    return parse_spec(raw, str(path))
+    try:
+        return parse_spec(raw, str(path))
+    except InputError as exc:  # a key given by --set is blamed on --set, not on the file
+        keys = [o.split("=", 1)[0].strip() for o in overrides or [] if "=" in o]
+        if exc.field and any(exc.field == k or exc.field.startswith(k + ".") or
+                             k.startswith(exc.field + ".") or _same_key(exc.field, k) for k in keys):
+            raise InputError("--set", exc.field, exc.message) from None
+        raise
+
+
+def _same_key(location: str, key: str) -> bool:
+    """A location with a union tag (``model.lightgcn.dim``) names the --set key ``model.dim``."""
+    parts, wanted = location.split("."), key.split(".")
+    return parts[0] == wanted[0] and parts[-1] == wanted[-1] and len(parts) == len(wanted) + 1

@@ -175,6 +175,28 @@ def _save_checkpoint(state: dict[str, Any], extra_json: dict | None = None):
     return d, Checkpoint.from_directory(d)
 
 
+class _NoReportLines(logging.Filter):
+    """Drops Ray Train's "Reporting training result k: TrainingReport(...)" INFO line, which
+    every worker logs for every report (the per-epoch numbers already go to MLflow)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Reporting training result")
+
+
+def quiet_report_lines() -> None:
+    """Attach :class:`_NoReportLines` to the logger that writes those lines (once). Ray
+    names that logger by its module's file path (``logging.getLogger(__file__)``), outside
+    ``ray.train``, so Ray Train's own ``LoggingConfig`` does not reach it."""
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+    except ImportError:  # another Ray layout: keep its lines
+        return
+    for name in (train_context.__file__, train_context.__name__):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoReportLines) for f in logger.filters):
+            logger.addFilter(_NoReportLines())
+
+
 def _report(metrics: dict[str, Any], state: dict[str, Any] | None, rank: int,
             extra_json: dict | None = None) -> None:
     import shutil
@@ -205,6 +227,8 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
     import ray
     import ray.train
     import torch.distributed as dist
+
+    quiet_report_lines()
 
     from recmind_dist.eval.evaluator import SplitEvaluator
     from recmind_dist.sampling import NegativeSampler

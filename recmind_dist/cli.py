@@ -336,7 +336,7 @@ def evaluate(
     else:
         uri = existing_store(tracking_uri or resolve_uri(TrackingSpec()))
         run = training_run(run, uri)
-    ev = evaluate_run(run, uri, export_topk, k)
+    ev = evaluate_run(run, uri, export_topk, k, progress=on_terminal(True))
     print_metrics(f"run {run}", {f"test/{k_}": v for k_, v in ev.test.items()}, ev.spec.eval.ks)
     if ev.topk_rows is not None:
         console.print(f"wrote {ev.topk_rows} rows to {export_topk}")
@@ -378,7 +378,7 @@ def pipeline(
     outcome = run_training(spec, progress=on_terminal(progress))
     stages["train_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    ev = evaluate_run(outcome.run_id, tracking_uri(spec.tracking))
+    ev = evaluate_run(outcome.run_id, tracking_uri(spec.tracking), progress=on_terminal(progress))
     stages["evaluate_s"] = time.perf_counter() - t2
     print_metrics(f"{spec.name} (best epoch {outcome.result.best_epoch})",
                   {f"test/{k}": v for k, v in ev.test.items()}, spec.eval.ks)

@@ -254,7 +254,7 @@ def test_training_makes_a_missing_augmentation_and_leaves_the_global_rng(
     made = []
     real = augmentation.ensure_augmentation
 
-    def scripted(spec, dataset, data):  # the spec's LM would be the offline MiniLM backend
+    def scripted(spec, dataset, data, progress=False):  # the spec's LM would be the offline MiniLM backend
         made.append(spec.model.variant)
         return real(spec, dataset, data, generator=Generator(GenerateSpec(), backend=backend),
                     encoder=FakeEncoder())

@@ -33,7 +33,8 @@ class SplitEvaluator:
         return self.train_mat if split == "valid" else self.test_exclude
 
     @torch.no_grad()
-    def evaluate(self, model: Recommender, split: str = "valid", buckets: bool = True) -> dict:
+    def evaluate(self, model: Recommender, split: str = "valid", buckets: bool = True,
+                 progress: bool = False) -> dict:
         was_training = model.training
         model.eval()
         user_repr, item_repr = model.representations()
@@ -47,4 +48,5 @@ class SplitEvaluator:
             self.spec.ks,
             self.buckets if buckets else None,
             self.spec.batch_users,
+            progress,
         )

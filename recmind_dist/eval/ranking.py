@@ -103,8 +103,12 @@ def evaluate_ranking(
     ks: Sequence[int] = (10, 20, 40),
     buckets: dict[str, np.ndarray] | None = None,
     batch_users: int = 1024,
+    progress: bool = False,
 ) -> dict[str, float]:
-    """Mean metrics over users with held-out items; bucket metrics as ``{bucket}/{metric}``."""
+    """Mean metrics over users with held-out items; bucket metrics as ``{bucket}/{metric}``.
+    ``progress``: a users/s bar with ETA (for a person waiting on a large catalogue)."""
+    from tqdm.auto import tqdm
+
     user_repr = user_repr.detach().float().cpu()
     item_repr = item_repr.detach().float().cpu()
     kmax = max(ks)
@@ -113,8 +117,11 @@ def evaluate_ranking(
     counts = dict.fromkeys(groups, 0)
     n_rel_all = np.asarray(truth.sum(1)).ravel()
     eval_users = np.flatnonzero(n_rel_all > 0)
+    bar = tqdm(total=len(eval_users), desc="evaluate", unit="user", disable=not progress,
+               leave=False)
     for start in range(0, len(eval_users), batch_users):
         users = eval_users[start : start + batch_users]
+        bar.update(len(users))
         _, top = rank_topk(user_repr, item_repr, users, exclude, kmax)
         truth_b = torch.from_numpy(truth[users].toarray() > 0)
         hit_all = torch.gather(truth_b, 1, top)
@@ -131,6 +138,7 @@ def evaluate_ranking(
             if keep.any():
                 _batch_metrics(hits[keep], n_rel[keep].double(), ks, sums[g])
                 counts[g] += int(keep.sum())
+    bar.close()
     result: dict[str, float] = {}
     for g, metric_sums in sums.items():
         prefix = f"{g}/" if g else ""

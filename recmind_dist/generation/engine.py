@@ -57,6 +57,8 @@ class Generator:
             ("requests", "ok", "skipped", "retries", "cache_hits", "generated",
              "transport_errors", "seconds"), 0)
         self.skipped_by_task: dict[str, int] = {}
+        #: a prompts/s bar with ETA while misses are generated (set it for a person watching)
+        self.progress = False
 
     @property
     def backend_name(self) -> str:
@@ -105,12 +107,20 @@ class Generator:
                              "prompt": r.prompt, "text": t}
                             for r, k, t in zip(reqs, keys, texts, strict=True) if t is not None])
 
+    def _bar(self, total: int) -> Any:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=f"generate ({self.backend_name})", unit="prompt",
+                    disable=not self.progress, leave=False)
+
     def _generate_local(self, reqs: list[Request], keys: list[str]) -> list[str | None]:
         chunk = self.spec.ray_chunk
         out: list[str | None] = []
+        bar = self._bar(len(reqs))
         for s in range(0, len(reqs), chunk):
             part = self.backend.generate(reqs[s: s + chunk])
             self._store(reqs[s: s + chunk], keys[s: s + chunk], part)
+            bar.update(len(part))
             out.extend(part)
         return out
 
@@ -128,11 +138,13 @@ class Generator:
             refs[remote.remote(spec_json, reqs[s: s + chunk])] = s
         out: list[str | None] = [None] * len(reqs)
         pending = list(refs)
+        bar = self._bar(len(reqs))
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             s = refs[done[0]]
             part = ray.get(done[0])
             self._store(reqs[s: s + chunk], keys[s: s + chunk], part)
+            bar.update(len(part))
             out[s: s + len(part)] = part
         return out
 

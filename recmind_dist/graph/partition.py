@@ -59,6 +59,9 @@ def metis_partition(a: sp.csr_matrix, n_parts: int, seed: int = 0) -> np.ndarray
         a.setdiag(0)
         a.eliminate_zeros()
     t0 = time.perf_counter()
+    log.info("METIS: partitioning %d nodes / %d edges into %d parts (one call, no progress to "
+             "report; ~2 s per 200k nodes / 2M edges on one core)...", a.shape[0], a.nnz // 2,
+             n_parts)
     opts = pymetis.Options(seed=seed)
     csr = pymetis.CSRAdjacency(a.indptr.astype(np.int64), a.indices.astype(np.int64))
     _, membership = pymetis.part_graph(n_parts, csr, options=opts)

@@ -177,6 +177,7 @@ def ensure_augmentation(spec: JobSpec, dataset: Dataset, data: SplitData, genera
         from recmind_dist.generation import Generator
 
         generator = Generator(generate_spec(m))
+    generator.progress = progress
     item_texts = attributes.item_base_texts(dataset, data, spec.text)
     users = None if m.max_users is None else list(range(min(m.max_users, data.n_users)))
     triples, imp_stats = implicit.augment_implicit(generator, data, cands, item_texts,
@@ -226,7 +227,8 @@ def _global_rng_kept() -> Iterator[None]:
     np.random.set_state(np_state)
 
 
-def augmentation_inputs(spec: JobSpec, dataset: Dataset, data: SplitData) -> LLMRecInputs:
+def augmentation_inputs(spec: JobSpec, dataset: Dataset, data: SplitData,
+                        progress: bool = False) -> LLMRecInputs:
     """LLMRec's inputs for ``spec`` on ``data``: its augmentation artefact (the one last made
     for this model spec and split, else made now with ``model.lm``) on local ids; side
     features only with ``model.side_features``. Global RNG states are left unchanged."""
@@ -234,7 +236,7 @@ def augmentation_inputs(spec: JobSpec, dataset: Dataset, data: SplitData) -> LLM
     art = find_artifact(m, data)
     if art is None:
         with _global_rng_kept():
-            art = ensure_augmentation(spec, dataset, data)
+            art = ensure_augmentation(spec, dataset, data, progress=progress)
     fu, fi = art.local_features(data) if m.side_features else (None, None)
     return LLMRecInputs(art.local_triples(data), fu, fi)
 

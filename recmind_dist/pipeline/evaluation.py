@@ -53,7 +53,8 @@ def check_export(path: Path, k: int | None) -> None:
 
 
 def evaluate_run(run_id: str, tracking_uri: str, export_to: Path | None = None,
-                 k: int | None = None, log: bool = True) -> Evaluation:
+                 k: int | None = None, log: bool = True,
+                 progress: bool = False) -> Evaluation:
     """Rebuild the run's model (best checkpoint), compute its test metrics, log them to the
     run as ``eval/test/...`` (``log``) and optionally write every test user's top-``k``."""
     import mlflow
@@ -66,7 +67,7 @@ def evaluate_run(run_id: str, tracking_uri: str, export_to: Path | None = None,
         raise InputError("--k", "k", f"K={k} exceeds the {data.n_items} items of run "
                          f"{run_id}'s split")
     evaluator = SplitEvaluator(data, spec.eval)
-    test = evaluator.evaluate(model, "test")
+    test = evaluator.evaluate(model, "test", progress=progress)
     if log:
         metrics = tracking.prefixed(test, "eval/test")
         with mlflow.start_run(run_id=run_id):

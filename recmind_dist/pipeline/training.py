@@ -36,7 +36,8 @@ from recmind_dist.pipeline import lifecycle, preflight, run_record
 from recmind_dist.pipeline.dataset import prepare
 
 
-def model_inputs(spec: JobSpec, dataset: Dataset, data: SplitData) -> ModelInputs:
+def model_inputs(spec: JobSpec, dataset: Dataset, data: SplitData,
+                 progress: bool = False) -> ModelInputs:
     """Gather what ``spec.model`` needs beyond its spec and the split (the registry says
     which: :func:`recmind_dist.models.registry.needed_inputs`).
 
@@ -58,7 +59,7 @@ def model_inputs(spec: JobSpec, dataset: Dataset, data: SplitData) -> ModelInput
         from recmind_dist.pipeline.features import node_text_features
 
         features = node_text_features(dataset, data, spec.text, spec.embed, features_root(spec),
-                                      backend=spec.model.features_backend)
+                                      backend=spec.model.features_backend, progress=progress)
     if "node_texts" in needs:
         from recmind_dist.pipeline.features import attach_node_texts
 
@@ -67,7 +68,7 @@ def model_inputs(spec: JobSpec, dataset: Dataset, data: SplitData) -> ModelInput
     if "augmentation" in needs:
         from recmind_dist.pipeline.augmentation import augmentation_inputs
 
-        augmentation = augmentation_inputs(spec, dataset, data)
+        augmentation = augmentation_inputs(spec, dataset, data, progress)
     return ModelInputs(features=features, augmentation=augmentation)
 
 
@@ -191,7 +192,7 @@ def run_training(spec: JobSpec, progress: bool = True,
     preflight.check_job(spec, dataset, data,
                         texts=bool({"text_features", "profiles"} & needed_inputs(spec.model)))
     device = torch.device(spec.train.device)
-    inputs = model_inputs(spec, dataset, data)
+    inputs = model_inputs(spec, dataset, data, progress)
     features = inputs.features
     model = build_model(spec.model, data, inputs, device)
     evaluator = SplitEvaluator(data, spec.eval)

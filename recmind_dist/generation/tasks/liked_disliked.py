@@ -107,7 +107,8 @@ def _decide(score: np.ndarray) -> tuple[tuple[int, int], str]:
 def choose_liked_disliked_many(gen: Generator,
                                cases: Sequence[tuple[Sequence[str], Sequence[str]]]
                                ) -> list[Output]:
-    """Batched :func:`choose_liked_disliked` over ``(history_texts, candidate_texts)`` cases."""
+    """Batched :func:`choose_liked_disliked` over ``(history_texts, candidate_texts)`` cases
+    (generated and parsed, or scored by likelihood when ``gen.likelihood_choice``)."""
     if gen.likelihood_choice:
         shown = [(list(c), _prompt_of(list(h), list(c))) for h, c in cases]
         return choose_by_likelihood(gen, TASK, shown, liked_answer, _decide)

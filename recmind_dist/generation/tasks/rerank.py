@@ -170,7 +170,8 @@ def rerank_with_justifications_many(
     gen: Generator,
     cases: Sequence[tuple[str, Sequence[ItemInfo | str], Sequence[ItemInfo | str]]],
 ) -> list[Output]:
-    """Batched re-ranking over ``(user_summary, candidates, history)`` cases."""
+    """Batched re-ranking over ``(user_summary, candidates, history)`` cases (generated and
+    parsed, or ordered by likelihood when ``gen.likelihood_choice``)."""
     if gen.likelihood_choice:
         shown = []
         for user, cands, hist in cases:

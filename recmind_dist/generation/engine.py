@@ -9,6 +9,11 @@ format appended to the prompt (a new prompt, hence a new cache key and a fresh a
 greedy decoding); after that, and at once after a transport failure (the backend already
 retried it ``http_retries`` times), the request is returned with ``ok=False, parsed=None`` and
 counted in :attr:`Generator.stats` (``skipped``). Nothing a model writes can crash a job.
+
+:meth:`Generator.scores` is the likelihood side (``choice: likelihood``): ``log P(answer |
+prompt)`` per pair from the backend, cached like texts under
+``cache_key(backend, model, prompt, {"score_answer": answer})`` (the score is stored as its
+``repr``, which round-trips exactly).
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ class Generator:
 
     ``stats``: requests, ok, skipped (unparsable after all re-asks, or a transport failure),
     retries (format re-asks), cache_hits, generated (texts produced by the backend),
-    transport_errors, seconds.
+    transport_errors, seconds, scored (answer likelihoods computed by the backend).
     """
 
     def __init__(self, spec: GenerateSpec | None = None, backend: Backend | None = None,
@@ -55,7 +60,7 @@ class Generator:
         self.cache = GenerationCache(self.spec.cache_dir) if self.spec.cache_dir else None
         self.stats: dict[str, float] = dict.fromkeys(
             ("requests", "ok", "skipped", "retries", "cache_hits", "generated",
-             "transport_errors", "seconds"), 0)
+             "transport_errors", "seconds", "scored"), 0)
         self.skipped_by_task: dict[str, int] = {}
         #: a prompts/s bar with ETA while misses are generated (set it for a person watching)
         self.progress = False
@@ -71,6 +76,49 @@ class Generator:
     def key(self, prompt: str) -> str:
         params = self.backend.params() if hasattr(self.backend, "params") else {}
         return cache_key(self.backend.name, self.backend.model_name, prompt, params)
+
+    @property
+    def likelihood_choice(self) -> bool:
+        """Whether candidate choices are scored by likelihood (``choice: likelihood``, unless
+        the backend answers choices itself, as the offline one does)."""
+        return self.spec.choice == "likelihood" and not self.backend.answers_choices_itself
+
+    def score_key(self, prompt: str, answer: str) -> str:
+        return cache_key(self.backend.name, self.backend.model_name, prompt,
+                         {"score_answer": answer})
+
+    def scores(self, pairs: Sequence[tuple[str, str]], task: str
+               ) -> tuple[list[float], list[bool]]:
+        """``log P(answer | prompt)`` per pair (cache first, then the backend in chunks of
+        ``ray_chunk``, each chunk cached) and whether each came from the cache."""
+        keys = [self.score_key(p, a) for p, a in pairs]
+        out: list[float] = [0.0] * len(pairs)
+        cached = [False] * len(pairs)
+        miss: dict[str, list[int]] = {}
+        for i, k in enumerate(keys):
+            hit = self.cache.get(k) if self.cache is not None else None
+            if hit is not None:
+                out[i], cached[i] = float(hit), True
+            else:
+                miss.setdefault(k, []).append(i)
+        self.stats["cache_hits"] += sum(cached)
+        todo_keys = list(miss)
+        chunk = self.spec.ray_chunk
+        for s in range(0, len(todo_keys), chunk):
+            part_keys = todo_keys[s: s + chunk]
+            part_pairs = [pairs[miss[k][0]] for k in part_keys]
+            part = self.backend.score(part_pairs)
+            self.stats["scored"] += len(part)
+            if self.cache is not None:
+                self.cache.put([{"key": k, "backend": self.backend.name,
+                                 "model": self.backend.model_name, "task": f"{task}:score",
+                                 "prompt": f"{p}\n\n[answer] {a}", "text": repr(float(v))}
+                                for k, (p, a), v in zip(part_keys, part_pairs, part,
+                                                        strict=True)])
+            for k, v in zip(part_keys, part, strict=True):
+                for i in miss[k]:
+                    out[i] = float(v)
+        return out, cached
 
     def texts(self, requests: Sequence[Request]) -> tuple[list[str | None], list[bool]]:
         """Raw texts (cache first, then the backend); ``None`` = transport failure."""

@@ -23,7 +23,8 @@ class Output:
 
     ``parsed`` is the task's parsed answer (None when ``ok`` is False: skipped after
     ``attempts`` tries); ``text`` the raw text of the last attempt; ``backend``/``model`` who
-    wrote it; ``cached`` whether that text came from the cache.
+    wrote it; ``cached`` whether that text came from the cache; ``scores`` the per-candidate
+    likelihood scores S of a ``choice: likelihood`` answer (None for generated text).
     """
 
     task: str
@@ -36,6 +37,7 @@ class Output:
     cached: bool = False
     key: str = ""
     error: str | None = None
+    scores: list[float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("task", "text", "parsed", "ok", "backend",

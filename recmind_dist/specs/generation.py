@@ -42,6 +42,14 @@ class GenerateSpec(Spec):
     ray_address: str | None = Field(None, description="Ray cluster; None = start/attach local")
     ray_min_prompts: int = Field(512, gt=0, description="use Ray only above this many misses")
     ray_chunk: int = Field(256, gt=0, description="prompts per Ray task (and per cache part)")
+    choice: Literal["generate", "likelihood"] = Field(
+        "generate", description="how an LM chooses among candidates (liked/disliked, re-rank "
+        "order): generate = parse its free answer; likelihood = score the log-probability of "
+        "the answer naming each candidate, averaged over candidate-order permutations (hf "
+        "only; offline keeps its similarity answer; openai refuses)")
+    choice_permutations: int = Field(
+        4, gt=0, description="likelihood: candidate orders per prompt (cyclic shifts of a "
+        "seeded random order; >= the number of candidates puts each in every position once)")
     offline_rerank_weight: float = Field(
         0.3, ge=0, le=1,
         description="offline re-ranking: weight of the encoder-similarity order against the "

@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
+from recmind_dist.errors import InputError
 from recmind_dist.generation.records import Request
 from recmind_dist.specs.generation import GenerateSpec
 
@@ -17,6 +18,9 @@ class Backend(ABC):
 
     name: str = "?"
     model_name: str = "?"
+    #: True where the backend answers candidate choices its own way (offline: similarity), so
+    #: ``GenerateSpec.choice = "likelihood"`` leaves its answers as they are.
+    answers_choices_itself: bool = False
 
     def params(self) -> dict[str, Any]:
         """Settings besides model and prompt that change the text (part of the cache key):
@@ -31,6 +35,13 @@ class Backend(ABC):
     @abstractmethod
     def generate(self, requests: Sequence[Request]) -> list[str | None]:
         """One raw answer per request (``None`` = transport failure)."""
+
+    def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """``log P(answer | prompt) = sum_t log p(a_t | prompt, a_<t)`` per (prompt, answer);
+        backends without token log-probabilities refuse."""
+        raise InputError("generate spec", "choice",
+                         f"backend {self.name!r} cannot score answer likelihoods; use "
+                         "choice: generate (or backend hf)")
 
 
 def build_backend(spec: GenerateSpec, **objects: Any) -> Backend:

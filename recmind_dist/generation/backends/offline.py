@@ -34,6 +34,7 @@ class OfflineBackend(Backend):
     """
 
     name = "offline"
+    answers_choices_itself = True  # its similarity answer, whatever ``spec.choice`` says
 
     def __init__(self, spec: GenerateSpec, encoder: Any = None) -> None:
         from recmind_dist.embed.encoder import MINILM_HUB_ID, default_model_path

@@ -9,6 +9,9 @@ HTTP 429 or a 5xx is sent again after ``min(0.25 · 2^(a-1), 4)`` seconds before
 retry, at most ``http_retries`` times, so it goes out at most ``1 + http_retries`` times. Any
 other 4xx, and a success whose body is not a chat completion, fail at once. A failed request
 answers ``None`` (a transport failure: not cached, not re-asked by the engine).
+
+``choice: likelihood`` is refused at construction (:class:`~recmind_dist.errors.InputError`):
+this backend does not fetch token log-probabilities over HTTP.
 """
 
 from __future__ import annotations
@@ -65,6 +68,10 @@ class OpenAIBackend(Backend):
     def __init__(self, spec: GenerateSpec, transport: httpx.BaseTransport | None = None
                  ) -> None:
         self.spec = spec
+        if spec.choice == "likelihood":
+            raise InputError("generate spec", "choice",
+                             "backend 'openai' gets no token log-probabilities here, so it "
+                             "cannot score candidates by likelihood; use choice: generate")
         base = spec.base_url or os.environ.get("OPENAI_BASE_URL")
         if not base:
             raise InputError("generate spec", "base_url",

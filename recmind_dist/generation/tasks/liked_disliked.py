@@ -5,16 +5,21 @@ Prompt: the user's liked history and the indexed candidates; answer ``liked: i``
 candidate). Offline answer with unit encoder vectors c_k of the candidates and the history's
 mean direction h: ``liked = argmax_k c_k·h``, ``disliked = argmin_k c_k·h`` (the argmax when
 that is the same candidate); with no history every score is 0.
+
+Likelihood choice (``choice: likelihood``, :mod:`recmind_dist.generation.choice`): S_k is the
+log-likelihood of the answer ``liked: <position of k>`` averaged over candidate orders, and
+the same rule picks ``liked = argmax_k S_k``, ``disliked = argmin_k S_k``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from recmind_dist.generation.choice import choose_by_likelihood
 from recmind_dist.generation.records import Output, Request
 from recmind_dist.generation.similarity import VectorFn, mean_direction
 from recmind_dist.specs.generation import GenerateSpec
@@ -22,8 +27,9 @@ from recmind_dist.specs.generation import GenerateSpec
 if TYPE_CHECKING:
     from recmind_dist.generation.engine import Generator
 
-__all__ = ["TASK", "choose_liked_disliked", "choose_liked_disliked_many", "offline_answer",
-           "offline_texts", "parse_liked_disliked", "prompt_liked_disliked"]
+__all__ = ["TASK", "choose_liked_disliked", "choose_liked_disliked_many", "liked_answer",
+           "offline_answer", "offline_texts", "parse_liked_disliked", "pick_liked_disliked",
+           "prompt_liked_disliked"]
 
 TASK = "liked_disliked"
 
@@ -73,21 +79,46 @@ def offline_answer(payload: dict[str, Any], vectors: VectorFn, spec: GenerateSpe
     if len(cand) == 0:
         return ""
     sim = cand @ mean_direction(hist) if len(hist) else np.zeros(len(cand))
-    liked = int(np.argmax(sim))
-    order = np.argsort(sim, kind="stable")
-    disliked = int(order[0]) if int(order[0]) != liked else int(order[-1])
-    if len(cand) == 1:
-        disliked = liked
+    liked, disliked = pick_liked_disliked(sim)
     return f"liked: {liked}\ndisliked: {disliked}"
+
+
+def pick_liked_disliked(score: np.ndarray) -> tuple[int, int]:
+    """``liked = argmax_k score_k``, ``disliked = argmin_k score_k`` (stable; the last of the
+    ascending order when that is the liked one; the same index for one candidate)."""
+    liked = int(np.argmax(score))
+    order = np.argsort(score, kind="stable")
+    disliked = int(order[0]) if int(order[0]) != liked else int(order[-1])
+    if len(score) == 1:
+        disliked = liked
+    return liked, disliked
+
+
+def liked_answer(position: int) -> str:
+    """The answer tokens scored for the candidate shown at ``position``."""
+    return f"liked: {position}"
+
+
+def _decide(score: np.ndarray) -> tuple[tuple[int, int], str]:
+    liked, disliked = pick_liked_disliked(score)
+    return (liked, disliked), f"liked: {liked}\ndisliked: {disliked}"
 
 
 def choose_liked_disliked_many(gen: Generator,
                                cases: Sequence[tuple[Sequence[str], Sequence[str]]]
                                ) -> list[Output]:
-    """Batched :func:`choose_liked_disliked` over ``(history_texts, candidate_texts)`` cases."""
+    """Batched :func:`choose_liked_disliked` over ``(history_texts, candidate_texts)`` cases
+    (generated and parsed, or scored by likelihood when ``gen.likelihood_choice``)."""
+    if gen.likelihood_choice:
+        shown = [(list(c), _prompt_of(list(h), list(c))) for h, c in cases]
+        return choose_by_likelihood(gen, TASK, shown, liked_answer, _decide)
     reqs = [Request(TASK, prompt_liked_disliked(h, c),
                     {"history": list(h), "candidates": list(c)}) for h, c in cases]
     return gen.run(reqs, parse_liked_disliked)
+
+
+def _prompt_of(history: list[str], candidates: list[str]) -> Callable[[list[int]], str]:
+    return lambda order: prompt_liked_disliked(history, [candidates[k] for k in order])
 
 
 def choose_liked_disliked(gen: Generator, history_texts: Sequence[str],

@@ -13,16 +13,22 @@ s_k (0 = most similar to u), the order sorts by reciprocal-rank fusion
 descending (stable; the recommender's order when there is no history or profile). Each
 sentence is :func:`template_justification` anchored on the history item sharing most genres
 with the candidate (ties by c_k·h_j).
+
+Likelihood order (``choice: likelihood``, :mod:`recmind_dist.generation.choice`): S_k is the
+log-likelihood of the first answer line naming k, ``<position of k>:``, averaged over
+candidate orders; the order is S descending (stable) with empty sentences, which callers fill
+with :func:`template_justification`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from recmind_dist.generation.choice import choose_by_likelihood
 from recmind_dist.generation.records import ItemInfo, Output, Request, as_item_info
 from recmind_dist.generation.similarity import VectorFn, mean_direction
 from recmind_dist.specs.generation import GenerateSpec
@@ -30,8 +36,8 @@ from recmind_dist.specs.generation import GenerateSpec
 if TYPE_CHECKING:
     from recmind_dist.generation.engine import Generator
 
-__all__ = ["TASK", "offline_answer", "offline_texts", "parse_rerank", "prompt_rerank",
-           "rerank_with_justifications", "rerank_with_justifications_many",
+__all__ = ["TASK", "first_line_answer", "offline_answer", "offline_texts", "parse_rerank",
+           "prompt_rerank", "rerank_with_justifications", "rerank_with_justifications_many",
            "template_justification"]
 
 TASK = "rerank"
@@ -164,13 +170,35 @@ def rerank_with_justifications_many(
     gen: Generator,
     cases: Sequence[tuple[str, Sequence[ItemInfo | str], Sequence[ItemInfo | str]]],
 ) -> list[Output]:
-    """Batched re-ranking over ``(user_summary, candidates, history)`` cases."""
+    """Batched re-ranking over ``(user_summary, candidates, history)`` cases (generated and
+    parsed, or ordered by likelihood when ``gen.likelihood_choice``)."""
+    if gen.likelihood_choice:
+        shown = []
+        for user, cands, hist in cases:
+            ci, hi = [as_item_info(c) for c in cands], [as_item_info(h) for h in hist]
+            shown.append(([c.description for c in ci], _prompt_of(user, hi, ci)))
+        return choose_by_likelihood(gen, TASK, shown, first_line_answer, _decide)
     reqs = []
     for user, cands, hist in cases:
         ci, hi = [as_item_info(c) for c in cands], [as_item_info(h) for h in hist]
         reqs.append(Request(TASK, prompt_rerank(user, hi, ci),
                             {"user": user, "candidates": ci, "history": hi}))
     return gen.run(reqs, parse_rerank)
+
+
+def first_line_answer(position: int) -> str:
+    """The answer tokens scored for the candidate shown at ``position``."""
+    return f"{position}:"
+
+
+def _prompt_of(user: str, history: list[ItemInfo], candidates: list[ItemInfo]
+               ) -> Callable[[list[int]], str]:
+    return lambda order: prompt_rerank(user, history, [candidates[k] for k in order])
+
+
+def _decide(score: np.ndarray) -> tuple[list[tuple[int, str]], str]:
+    order = np.argsort(-score, kind="stable").tolist()
+    return [(k, "") for k in order], "\n".join(f"{k}:" for k in order)
 
 
 def rerank_with_justifications(gen: Generator, user_summary: str,

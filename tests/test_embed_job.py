@@ -271,9 +271,9 @@ def test_auto_runner_choice() -> None:
 
 def test_auto_small_job_runs_in_process_and_counts_texts(tiny_bert: Path, tmp_path: Path,
                                                          monkeypatch) -> None:
-    """A small job picks the in-process runner (no Ray started) and its progress bar
-    counts texts, every text once, as the forward passes finish."""
-    import ray
+    """A small job picks the in-process runner (the Ray runner is never called, whatever
+    earlier tests left running) and its progress bar counts texts, every text once, as the
+    forward passes finish."""
     import tqdm.auto
     import tqdm.std
 
@@ -290,10 +290,13 @@ def test_auto_small_job_runs_in_process_and_counts_texts(tiny_bert: Path, tmp_pa
                 seen.append(n)
             return super().update(n)
 
+    def no_ray(*a, **kw):
+        raise AssertionError("a small auto job must not use the Ray runner")
+
     monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    monkeypatch.setattr("recmind_dist.embed.job.run_ray", no_ray)
     texts = _texts()
     res = run_embedding_job(texts, _spec(tiny_bert), tmp_path, backend="auto", progress=True)
     assert res.backend == "local" and "local_below_texts" in res.extra["runner_choice"]
-    assert not ray.is_initialized()
     n_text = sum(int(t.has_text.sum()) for t in texts.values())
     assert sum(seen) == n_text and max(seen) <= 8  # per forward pass of batch_size 8

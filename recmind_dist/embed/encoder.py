@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from recmind_dist.embed.gguf_models import resolve_model_source
 from recmind_dist.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -177,7 +178,9 @@ def resolve_pooling(config: Any, pooling: str = "auto") -> str:
 
 def load_hf(model: str | Path | None, dtype: str = "float32", field: str = "model"
             ) -> tuple[Any, Any]:
-    """Load ``(tokenizer, AutoModel)`` from a local directory, else from the hub.
+    """Load ``(tokenizer, AutoModel)`` from a local directory, else from the hub. A short name
+    of a packaged GGUF model (:data:`recmind_dist.embed.gguf_models.PACKAGED_GGUF`, e.g.
+    ``smollm2-135m``) loads its safetensors copy, converted from the GGUF on first use.
 
     Raises :class:`InputError` naming ``field`` when neither works.
     """
@@ -186,7 +189,7 @@ def load_hf(model: str | Path | None, dtype: str = "float32", field: str = "mode
     if dtype not in _DTYPES:
         raise InputError("embed spec", "dtype", f"expected one of {sorted(_DTYPES)} (resolve "
                          "'auto' with resolve_dtype first)")
-    src = str(model) if model is not None else default_model_path()
+    src = resolve_model_source(str(model) if model is not None else default_model_path(), field)
     local = Path(src).expanduser()
     kw: dict[str, Any] = {"dtype": _DTYPES[dtype]}
     if local.exists():

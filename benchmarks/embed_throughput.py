@@ -1,6 +1,13 @@
 """Embedding throughput: Ray Data job vs one sentence-transformers process, same model/texts.
 
     python benchmarks/embed_throughput.py [--dataset data/ml-100k] [--n-synthetic 100000]
+    python benchmarks/embed_throughput.py --model minilm --model smollm2-135m --layouts \
+        --n-synthetic 0 --dtypes float32 bfloat16 --threads 1
+
+``--model`` (repeatable; default the bundled MiniLM) adds, per model, one row per compute dtype
+for :class:`TextEncoder` itself in this process (``--threads`` torch threads): model load apart,
+``encode`` timed, min cosine to the same model's fp32 vectors. The sentence-transformers rows
+(MiniLM's baseline) are measured for MiniLM only; the Ray rows use the ``--model``.
 
 For each text set -- ml-100k item + user texts (2,625; synthetic look-alikes if the dataset is
 unavailable), then ``--n-synthetic`` short synthetic item texts -- one table row each for:
@@ -11,7 +18,10 @@ unavailable), then ``--n-synthetic`` short synthetic item texts -- one table row
   start-up is printed apart) for every actor layout (``--layouts auto 1x2 2x1``) and compute dtype
   (``--dtypes float32 auto``): whole-job wall time incl. actor start, model load and Parquet.
 
-Columns: texts/s, ratio to ST encode-only and to ST load+encode, min cosine to ST fp32.
+Columns: texts/s, texts per CPU-second of this process (TextEncoder rows; on a loaded box
+wall time counts other jobs, CPU time much less so), ratio to ST encode-only and to ST
+load+encode, min cosine to fp32 (ST fp32 for MiniLM's ST and Ray rows, the model's own fp32
+TextEncoder vectors for the TextEncoder rows).
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recmind_dist.embed.encoder import default_model_path
+from recmind_dist.embed.encoder import TextEncoder, cpu_has_bf16_matmul, default_model_path
 from recmind_dist.embed.job import read_embeddings, run_embedding_job
 from recmind_dist.embed.ray_runtime import ensure_ray, shutdown_ray
 from recmind_dist.specs import EmbedSpec
@@ -71,6 +81,26 @@ def ml100k_texts(dataset: Path | None) -> tuple[dict[str, pd.DataFrame], str]:
                 "users": syn.iloc[1682:].reset_index(drop=True)}, "synthetic (ml-100k missing)"
 
 
+def cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def st_encode(model, texts: list[str], batch_size: int, bf16: bool) -> tuple[np.ndarray, float]:
     import torch
 
@@ -92,14 +122,43 @@ def parse_layout(text: str) -> tuple[int, int]:
     return int(r), int(t)
 
 
+def encoder_rows(name: str, flat: list[str], model: str | None, args: argparse.Namespace
+                 ) -> list[dict]:
+    """:class:`TextEncoder` in this process, one row per dtype (fp32 first: the reference)."""
+    rows: list[dict] = []
+    ref = None
+    for dtype in ["float32", *(d for d in args.dtypes if d != "float32")]:
+        t0 = time.perf_counter()
+        enc = TextEncoder(model, dtype=dtype, device="cpu", max_length=args.max_length)
+        load = time.perf_counter() - t0
+        enc.encode(flat[:args.batch_size], batch_size=args.batch_size)  # warm-up
+        t0, c0 = time.perf_counter(), time.process_time()
+        vecs = enc.encode(flat, batch_size=args.batch_size)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        ref = vecs if ref is None else ref
+        rows.append({"set": name, "method": f"TextEncoder {model or 'MiniLM'} ({enc.dim}-d, "
+                     f"{enc.pooling} pooling), 1 process", "dtype": enc.dtype, "wall": wall,
+                     "load": load, "tps": len(flat) / wall, "cpu": cpu,
+                     "cos": cosine_min(vecs, ref)})
+        del enc
+    return rows
+
+
 def bench_set(name: str, texts: dict[str, pd.DataFrame], args: argparse.Namespace,
               work: Path) -> list[dict]:
-    """One text set: ST (fp32, bf16) then every Ray layout x dtype; rows for the table."""
+    """One text set: ST (fp32, bf16; MiniLM only), TextEncoder per --model and dtype, then
+    every Ray layout x dtype; rows for the table."""
     from sentence_transformers import SentenceTransformer
 
     order = [(k, i) for k in texts for i in texts[k]["id"].tolist()]
     flat = [t for k in texts for t in texts[k]["text"].tolist()]
     n = len(flat)
+    if args.model != [None]:  # other towers: the encoder's own rows (+ Ray rows), no ST
+        rows = [r for m in args.model for r in encoder_rows(name, flat, m, args)]
+        rows += ray_rows(name, texts, order, args, work, args.model[-1], None)
+        for r in rows:
+            r["n"], r["vs_st"], r["vs_st_load"] = n, r["tps"] / rows[0]["tps"], float("nan")
+        return rows
     t0 = time.perf_counter()
     st = SentenceTransformer(default_model_path(), device="cpu")
     st_load = time.perf_counter() - t0
@@ -114,15 +173,31 @@ def bench_set(name: str, texts: dict[str, pd.DataFrame], args: argparse.Namespac
                      "dtype": "bfloat16", "wall": st_bf, "load": st_load, "tps": n / st_bf,
                      "cos": cosine_min(vb, ref)})
     del st
+    rows += encoder_rows(name, flat, None, args)
+    rows += ray_rows(name, texts, order, args, work, None, ref)
+    for r in rows:
+        r["n"] = n
+        r["vs_st"] = r["tps"] / rows[0]["tps"]
+        # over ST's load + encode; an ST row counts its own load too
+        r["vs_st_load"] = (rows[0]["wall"] + st_load) / (r["wall"] + r["load"])
+    return rows
+
+
+def ray_rows(name: str, texts: dict[str, pd.DataFrame], order: list, args: argparse.Namespace,
+             work: Path, model: str | None, ref: np.ndarray | None) -> list[dict]:
+    """The Ray Data job for every layout x dtype (cosine vs ``ref``; NaN without one)."""
+    rows: list[dict] = []
     for layout in args.layouts:
         for dtype in args.dtypes:
             if layout == "auto":  # the job's own choice (EmbedSpec defaults)
-                spec = EmbedSpec(batch_size=args.batch_size, dtype=dtype,
-                                 block_rows=args.block_rows, shard_rows=args.shard_rows)
+                spec = EmbedSpec(model=model, batch_size=args.batch_size, dtype=dtype,
+                                 block_rows=args.block_rows, shard_rows=args.shard_rows,
+                                 max_length=args.max_length)
             else:
                 reps, threads = parse_layout(layout)
                 # half a CPU per thread: Ray Data read tasks need a free CPU beside the actors
-                spec = EmbedSpec(num_replicas=reps, cpus_per_replica=args.num_cpus / (2 * reps),
+                spec = EmbedSpec(model=model, max_length=args.max_length, num_replicas=reps,
+                                 cpus_per_replica=args.num_cpus / (2 * reps),
                                  torch_threads=threads, batch_size=args.batch_size, dtype=dtype,
                                  block_rows=args.block_rows, shard_rows=args.shard_rows)
             out = work / f"{name}-{layout}-{dtype}"
@@ -138,13 +213,9 @@ def bench_set(name: str, texts: dict[str, pd.DataFrame], args: argparse.Namespac
                          "method": f"Ray Data job ({layout}: {lay['replicas']} actor(s) x "
                                    f"{lay['threads']} thread(s)), whole job",
                          "dtype": manifest["compute_dtype"], "wall": res.wall_s, "load": 0.0,
-                         "tps": res.texts_per_s, "cos": cosine_min(vecs, ref)})
+                         "tps": res.texts_per_s,
+                         "cos": float("nan") if ref is None else cosine_min(vecs, ref)})
             shutil.rmtree(out, ignore_errors=True)
-    for r in rows:
-        r["n"] = n
-        r["vs_st"] = r["tps"] / rows[0]["tps"]
-        # over ST's load + encode; an ST row counts its own load too
-        r["vs_st_load"] = (rows[0]["wall"] + st_load) / (r["wall"] + r["load"])
     return rows
 
 
@@ -153,7 +224,13 @@ def main() -> int:
     ap.add_argument("--dataset", type=Path, default=Path("data/ml-100k"))
     ap.add_argument("--n-synthetic", type=int, default=100_000,
                     help="second text set: this many synthetic item texts (0 = skip)")
-    ap.add_argument("--layouts", nargs="+", default=["auto"],
+    ap.add_argument("--model", action="append", default=None,
+                    help="tower(s) to time with TextEncoder (local dir, hub id, a packaged "
+                    "name such as smollm2-135m, or minilm = the bundled MiniLM); default: "
+                    "MiniLM with the sentence-transformers rows")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads in this process")
+    ap.add_argument("--max-length", type=int, default=128, help="token budget per text")
+    ap.add_argument("--layouts", nargs="*", default=["auto"],
                     help="Ray actor layouts: auto (the job's choice) or REPLICASxTHREADS "
                     "(CPUs split evenly), e.g. --layouts auto 1x2 2x1")
     ap.add_argument("--dtypes", nargs="+", default=["float32", "auto"],
@@ -163,14 +240,22 @@ def main() -> int:
     ap.add_argument("--shard-rows", type=int, default=2048)
     ap.add_argument("--num-cpus", type=int, default=2, help="local Ray CPUs")
     args = ap.parse_args()
+    args.model = [None if m in (None, "minilm") else m for m in (args.model or [None])]
     logging.basicConfig(level=logging.WARNING)
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
     texts, source = ml100k_texts(args.dataset)
     print(f"ml-100k texts: {sum(len(t) for t in texts.values())} from {source}; "
-          f"torch threads (ST) = {torch.get_num_threads()}; batch size {args.batch_size}")
+          f"torch threads (this process) = {torch.get_num_threads()}; batch size "
+          f"{args.batch_size}; max_length {args.max_length}")
+    print(f"CPU: {cpu_model()}; bf16 matrix units (AMX): {cpu_has_bf16_matmul()}; "
+          f"avx512_bf16: {'avx512_bf16' in cpu_flags()}")
     t0 = time.perf_counter()
-    ensure_ray(num_cpus=args.num_cpus)
+    if args.layouts:
+        ensure_ray(num_cpus=args.num_cpus)
     print(f"(Ray start-up {time.perf_counter() - t0:.1f} s, outside every job time: under "
           "`ray job submit` the cluster is already up)")
     work = Path(tempfile.mkdtemp(prefix="embed_bench_"))
@@ -182,13 +267,16 @@ def main() -> int:
                               {"items": synthetic_texts(args.n_synthetic)}, args, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        shutdown_ray()
-    print("\n| texts | method | compute dtype | texts/s | wall s | x ST encode | "
-          "x ST load+encode | min cosine vs ST fp32 |")
-    print("|---|---|---|---:|---:|---:|---:|---:|")
+        if args.layouts:
+            shutdown_ray()
+    print("\n| texts | method | compute dtype | texts/s | wall s | texts per CPU-s | x ST encode "
+          "| x ST load+encode | min cosine vs fp32 |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
+        per_cpu = f"{r['n'] / r['cpu']:.1f}" if r.get("cpu") else "-"
         print(f"| {r['set']} ({r['n']}) | {r['method']} | {r['dtype']} | {r['tps']:.1f} | "
-              f"{r['wall']:.2f} | {r['vs_st']:.2f} | {r['vs_st_load']:.2f} | {r['cos']:.7f} |")
+              f"{r['wall']:.2f} | {per_cpu} | {r['vs_st']:.2f} | {r['vs_st_load']:.2f} | "
+              f"{r['cos']:.7f} |")
     print("\nx ST encode = texts/s over sentence-transformers fp32 encode() alone (model already "
           "loaded); x ST load+encode = over ST's model load + encode (what a script that embeds "
           "once pays). Ray rows are whole jobs: actor start, model load, Parquet in/out.")

@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from recmind_dist.data.split import make_split
+from recmind_dist.errors import InputError
 from recmind_dist.graph.adjacency import normalized_adjacency
 from recmind_dist.losses import infonce, softmax_loss
 from recmind_dist.models.base import Batch
 from recmind_dist.models.lightgcn import LightGCN
-from recmind_dist.models.registry import build_model
+from recmind_dist.models.registry import REGISTRY, build_model
 from recmind_dist.models.simgcl import SimGCL, XSimGCL, sign_noise
 from recmind_dist.specs import LightGCNSpec, SimGCLSpec, SplitSpec, XSimGCLSpec, parse_spec
 
@@ -230,3 +231,7 @@ def test_specs_and_registry(tiny_dataset):
         parse_spec({"model": {"name": "xsimgcl", "layers": 2, "cl_layer": 3}}, "test")
     with pytest.raises(Exception, match="layers"):
         parse_spec({"model": {"name": "simgcl", "layers": 0}}, "test")
+    # the partitioned trainer's LightGCN has BPR only: the softmax loss is refused, not ignored
+    with pytest.raises(InputError, match="model.loss"):
+        REGISTRY["lightgcn"].partitioned(LightGCNSpec(loss="softmax"), data, None,
+                                         torch.device("cpu"), None, 0)

@@ -40,7 +40,12 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recmind_dist.embed.encoder import TextEncoder, cpu_has_bf16_matmul, default_model_path
+from recmind_dist.embed.encoder import (
+    TextEncoder,
+    cpu_flags,
+    cpu_has_bf16_matmul,
+    default_model_path,
+)
 from recmind_dist.embed.job import read_embeddings, run_embedding_job
 from recmind_dist.embed.ray_runtime import ensure_ray, shutdown_ray
 from recmind_dist.specs import EmbedSpec
@@ -79,16 +84,6 @@ def ml100k_texts(dataset: Path | None) -> tuple[dict[str, pd.DataFrame], str]:
         syn = synthetic_texts(2625, seed=1)
         return {"items": syn.iloc[:1682].reset_index(drop=True),
                 "users": syn.iloc[1682:].reset_index(drop=True)}, "synthetic (ml-100k missing)"
-
-
-def cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def cpu_model() -> str:
@@ -251,8 +246,9 @@ def main() -> int:
     print(f"ml-100k texts: {sum(len(t) for t in texts.values())} from {source}; "
           f"torch threads (this process) = {torch.get_num_threads()}; batch size "
           f"{args.batch_size}; max_length {args.max_length}")
-    print(f"CPU: {cpu_model()}; bf16 matrix units (AMX): {cpu_has_bf16_matmul()}; "
-          f"avx512_bf16: {'avx512_bf16' in cpu_flags()}")
+    flags = cpu_flags()
+    print(f"CPU: {cpu_model()}; amx_bf16: {'amx_bf16' in flags}; avx512_bf16: "
+          f"{'avx512_bf16' in flags}; dtype auto -> bfloat16: {cpu_has_bf16_matmul()}")
     t0 = time.perf_counter()
     if args.layouts:
         ensure_ray(num_cpus=args.num_cpus)

@@ -122,6 +122,8 @@ def test_lightgcn_softmax_loss_uses_its_own_and_shared_uniform_negatives():
         negs = [j, *shared.tolist()]
         total += _nll([_cos(hu[u], hi[k]) / 0.3 for k in [i, *negs]], 0)
     assert parts["softmax"] == pytest.approx(total / len(BATCH.users), rel=1e-5)
+    # it scores by the cosine it was trained on: unit rows
+    torch.testing.assert_close(torch.cat([hu, hi]).norm(dim=1), torch.ones(NU + NI))
     # the next step draws the next shared negatives, not the same ones again
     _, again = model.training_loss(BATCH, 1)
     assert again["softmax"] != pytest.approx(parts["softmax"])

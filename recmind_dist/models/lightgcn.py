@@ -9,7 +9,8 @@ batch's layer-0 embeddings (the paper's regulariser),
 
     L = −mean log σ(h_uᵀh_i − h_uᵀh_j) + λ/2 (‖e_u⁰‖² + ‖e_i⁰‖² + ‖e_j⁰‖²)/B,
 
-or the sampled softmax on cosines over N negatives (``loss: softmax``) with the same L2.
+or the sampled softmax on cosines over N negatives (``loss: softmax``) with the same L2; then
+score(u, i) = cos(h_u, h_i), what that loss ranks by.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ class LightGCN(Recommender):
         return layer_mean(lightgcn_layers(self.adj, x0, self.n_layers))
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.layer_mean(self.embedding.weight)
+        h = self.ranking.scored(self.layer_mean(self.embedding.weight))
         return h[: self.n_users], h[self.n_users :]
 
     def bpr_terms(self, h_user: torch.Tensor, h_item: torch.Tensor, batch: Batch) -> dict:

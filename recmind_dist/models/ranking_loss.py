@@ -16,7 +16,8 @@ spec's ``loss``, on final representations h and the layer-0 ID table E⁰ (users
   negatives, so the workers' sub-batch losses average to the global batch's loss.
 
 Both add ``λ·l2`` = λ/2 (‖e_u⁰‖² + ‖e_i⁰‖² + ‖e_j⁰‖²)/B on the batch's own rows (the shared
-negatives are not regularised).
+negatives are not regularised). A model trained with ``softmax`` scores with normalised rows
+(:meth:`RankingLoss.scored`): score(u, i) = c(h_u, h_i), the quantity the loss ranks by.
 """
 
 from __future__ import annotations
@@ -86,6 +87,12 @@ class RankingLoss:
     def needs_generator(spec: RankingLossSettings) -> bool:
         """True when the objective draws random numbers (softmax with shared negatives)."""
         return spec.loss == "softmax" and spec.n_negatives > 1
+
+    def scored(self, h: torch.Tensor) -> torch.Tensor:
+        """The representation the model ranks with: h (bpr), or h/‖h‖ row-wise (softmax: the
+        loss ranks by cosine, so scoring with the dot product of normalised rows ranks the
+        way training did; the raw dot product would also rank by the untrained norms)."""
+        return h if self.kind == "bpr" else F.normalize(h, dim=-1)
 
     def shared_negatives(self, device: torch.device) -> torch.Tensor:
         """N − 1 item ids drawn uniformly over all items (with replacement)."""

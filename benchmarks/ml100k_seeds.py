@@ -40,7 +40,8 @@ def run(config: Path, seed: int, target: float | None, overrides: list[str]) -> 
 
     res = train_model(model, data, spec.train, ev, spec.seed, on_epoch, progress=False)
     buckets = {k: v for k, v in res.test.items() if "/" in k and k.endswith(("_at_20", "_at_40"))}
-    return {**{k: res.test[k] for k in KEYS}, **buckets, "best_epoch": res.best_epoch,
+    return {**{k: res.test[k] for k in KEYS}, **buckets,
+            "valid": res.best_valid[spec.train.stop_metric], "best_epoch": res.best_epoch,
             "train_s": res.train_seconds, "t_target": reached.get("t"),
             "epoch_target": reached.get("epoch")}
 
@@ -63,17 +64,19 @@ def main() -> None:
                     f.write(json.dumps({"config": str(config), "seed": s,
                                         "overrides": args.overrides, **rows[-1]}) + "\n")
         print(f"\n{config} seeds {args.seeds}")
-        print("| seed | " + " | ".join(KEYS) + " | best epoch | train s | s to target |")
-        print("|---" * (len(KEYS) + 4) + "|")
+        print("| seed | " + " | ".join(KEYS) + " | valid stop metric | best epoch | train s | "
+              "s to target |")
+        print("|---" * (len(KEYS) + 5) + "|")
         for s, r in zip(args.seeds, rows, strict=True):
             tt = "-" if r["t_target"] is None else f"{r['t_target']:.1f} (ep {r['epoch_target']})"
             print(f"| {s} | " + " | ".join(f"{r[k]:.4f}" for k in KEYS)
-                  + f" | {r['best_epoch']} | {r['train_s']:.1f} | {tt} |")
+                  + f" | {r['valid']:.4f} | {r['best_epoch']} | {r['train_s']:.1f} | {tt} |")
         mean_std = [
             f"{statistics.mean(r[k] for r in rows):.4f} ± {statistics.pstdev(r[k] for r in rows):.4f}"
             for k in KEYS
         ]
-        print("| mean ± std | " + " | ".join(mean_std) + " | | | |")
+        valid = f"{statistics.mean(r['valid'] for r in rows):.4f}"
+        print("| mean ± std | " + " | ".join(mean_std) + f" | {valid} | | | |", flush=True)
 
 
 if __name__ == "__main__":

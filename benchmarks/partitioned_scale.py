@@ -75,7 +75,7 @@ def _worker(rank: int, world: int, tmp: str, mode: str, cfg: dict) -> None:
         with open(f"{tmp}/full.pkl", "rb") as f:
             a = pickle.load(f)
         model = LightGCN(nu, cfg["n_items"], to_torch_csr(a),
-                         LightGCNSpec(dim=cfg["dim"], layers=cfg["layers"], reg=1e-4))
+                         LightGCNSpec(dim=cfg["dim"], layers=cfg["layers"], reg=1e-4), seed=0)
         del a
 
         class _L(torch.nn.Module):

@@ -1,8 +1,11 @@
 """Training losses.
 
 * BPR (Rendle et al.): ``L = -mean log σ(s_ui - s_uj)``.
+* Sampled softmax (SSM) over one positive and N negatives per row, on scores the caller
+  computes (cosines for the LightGCN family): :func:`softmax_loss`.
 * L2 on the batch's layer-0 embeddings, as in the LightGCN paper:
   ``λ/2 · (‖e_u⁰‖² + ‖e_i⁰‖² + ‖e_j⁰‖²) / B``.
+* InfoNCE between two views of the same nodes (SimGCL / XSimGCL): :func:`infonce`.
 * Symmetric InfoNCE with optional key queues and a cross-worker gather hook (RecMind's
   language/graph alignment): :func:`symmetric_infonce`; the FIFO key queue is
   :class:`recmind_dist.models.queue.KeyQueue`.
@@ -20,10 +23,40 @@ def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor
     return F.softplus(neg_scores - pos_scores).mean()
 
 
+def softmax_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor, tau: float) -> torch.Tensor:
+    """Sampled softmax: the positive against its row's N negatives at temperature τ,
+
+        L = −1/B Σ_b log  exp(s⁺_b/τ) / (exp(s⁺_b/τ) + Σ_{k=1..N} exp(s⁻_bk/τ)),
+
+    for ``pos_scores`` [B] and ``neg_scores`` [B, N] (one log-softmax over [B, 1 + N]; with
+    cosine scores this is the SSM loss of Wu et al., "On the Effectiveness of Sampled Softmax
+    Loss for Item Recommendation", TOIS 2024). With N = 1 it is −log σ((s⁺ − s⁻)/τ)."""
+    logits = torch.cat([pos_scores.unsqueeze(-1), neg_scores], -1) / tau
+    return (torch.logsumexp(logits, -1) - logits[:, 0]).mean()
+
+
 def l2_batch(*embeddings: torch.Tensor) -> torch.Tensor:
     """½ Σ‖e‖² over the given batch embeddings, divided by the batch size."""
     batch = embeddings[0].shape[0]
     return sum(e.pow(2).sum() for e in embeddings) / (2.0 * batch)
+
+
+# ------------------------------------------------------------------------------------------
+# Graph contrastive views (SimGCL / XSimGCL)
+# ------------------------------------------------------------------------------------------
+
+
+def infonce(a: torch.Tensor, b: torch.Tensor, tau: float) -> torch.Tensor:
+    """InfoNCE of view ``a`` [B, d] against view ``b`` [B, d] of the same B nodes, on cosine
+    similarities (SimGCL eq. 4; one direction, as in the authors' code):
+
+        L = −1/B Σ_i log  exp(cos(a_i, b_i)/τ) / Σ_j exp(cos(a_i, b_j)/τ)
+
+    Row i of ``b`` is the positive of row i of ``a``; the other rows of ``b`` are its
+    negatives. A mean over the B nodes (a sum makes the term grow with the batch)."""
+    a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
+    logits = (a @ b.transpose(0, 1)) / tau
+    return F.cross_entropy(logits, torch.arange(len(a), device=a.device))
 
 
 # ------------------------------------------------------------------------------------------

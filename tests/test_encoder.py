@@ -127,6 +127,20 @@ def test_resolve_dtype_auto(monkeypatch: pytest.MonkeyPatch) -> None:
     assert encoder_mod.resolve_dtype("bfloat16", "cpu") == "bfloat16"  # allowed, warned
 
 
+def test_bf16_matmul_from_amx_or_avx512_bf16_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    import recmind_dist.embed.encoder as encoder_mod
+
+    monkeypatch.setattr(encoder_mod.torch.cpu, "_is_amx_tile_supported", lambda: False,
+                        raising=False)
+    for flags, expected in (({"avx2", "avx512f"}, False), ({"avx2", "avx512_bf16"}, True),
+                            ({"amx_bf16"}, True), (set(), False)):
+        monkeypatch.setattr(encoder_mod, "cpu_flags", lambda f=flags: frozenset(f))
+        assert encoder_mod.cpu_has_bf16_matmul() is expected, flags
+    monkeypatch.setattr(encoder_mod.torch.cpu, "_is_amx_tile_supported", lambda: True,
+                        raising=False)
+    assert encoder_mod.cpu_has_bf16_matmul()
+
+
 def test_cpu_bfloat16_autocast_close_to_float32() -> None:
     """bf16 autocast on CPU (the ``auto`` choice on AMX cores): fp32 weights stay untouched,
     vectors within cosine 0.9999 of the fp32 encode."""

@@ -11,9 +11,10 @@ Pooling, for hidden states ``H`` (B x T x D) and attention mask ``m`` (B x T, 1 
 A text with zero tokens gets the zero vector (it never reaches the model).
 
 Compute dtype (:func:`resolve_dtype`): ``auto`` = bfloat16 where the hardware has bf16 matrix
-units (CUDA GPUs with bf16, CPUs with Intel AMX), else float32. On CPU, bfloat16 keeps fp32
-weights and runs the matmuls under ``torch.autocast`` (LayerNorm/softmax stay fp32): MiniLM
-vectors stay within cosine 0.9999 of fp32 at about twice the speed on AMX cores.
+instructions (CUDA GPUs with bf16, CPUs with Intel AMX or AVX512-BF16), else float32. On CPU,
+bfloat16 keeps fp32 weights and runs the matmuls under ``torch.autocast`` (LayerNorm/softmax
+stay fp32): MiniLM vectors stay within cosine 0.9999 of fp32 at about twice the speed on AMX
+cores.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from recmind_dist.embed.gguf_models import resolve_model_source
 from recmind_dist.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -64,26 +66,39 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 DTYPE_CHOICES = ("auto", *_DTYPES)
 
 
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where there is none)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return frozenset()
+
+
 def cpu_has_bf16_matmul() -> bool:
-    """True when this CPU multiplies bf16 matrices in hardware (Intel AMX tiles)."""
+    """True when this CPU multiplies bf16 matrices in hardware: Intel AMX tiles, or the
+    AVX512-BF16 dot-product instructions (e.g. AMD Zen 4). On an AVX512-BF16 EPYC, bf16 ran
+    MiniLM and SmolLM2-135M at 1.7-1.9x fp32's texts per CPU-second (docs/benchmarks.md
+    § Graph baselines and the decoder tower); AVX2-only CPUs emulate bf16 (slower than fp32)."""
     probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
     if probe is not None:
         try:
-            return bool(probe())
+            if probe():
+                return True
         except RuntimeError:  # pragma: no cover - exotic builds
-            return False
-    try:  # pragma: no cover - older torch
-        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
-    except OSError:  # pragma: no cover
-        return False
+            pass
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
 
 
 def resolve_dtype(dtype: str, device: str | torch.device) -> str:
     """Turn a spec ``dtype`` into the compute dtype used on ``device``.
 
-    ``auto`` -> ``bfloat16`` on CUDA devices that support it and on CPUs with AMX
-    (:func:`cpu_has_bf16_matmul`), else ``float32``. Explicit ``float16`` needs CUDA;
-    explicit ``bfloat16`` on a CPU without AMX is allowed but slow (a warning is logged).
+    ``auto`` -> ``bfloat16`` on CUDA devices that support it and on CPUs with bf16 matrix
+    instructions (AMX or AVX512-BF16, :func:`cpu_has_bf16_matmul`), else ``float32``.
+    Explicit ``float16`` needs CUDA; explicit ``bfloat16`` on a CPU without them is allowed but
+    slow (a warning is logged).
     """
     dev = torch.device(device)
     if dtype not in DTYPE_CHOICES:
@@ -97,7 +112,8 @@ def resolve_dtype(dtype: str, device: str | torch.device) -> str:
         raise InputError("embed spec", "dtype",
                          "float16 is only supported on GPU; use auto, float32 or bfloat16 on CPU")
     if dtype == "bfloat16" and dev.type == "cpu" and not cpu_has_bf16_matmul():
-        log.warning("bfloat16 on a CPU without AMX is emulated and slower than float32")
+        log.warning("bfloat16 on a CPU without AMX or AVX512-BF16 is emulated and slower "
+                    "than float32")
     return dtype
 
 Pooling = Literal["auto", "mean", "last"]
@@ -177,7 +193,9 @@ def resolve_pooling(config: Any, pooling: str = "auto") -> str:
 
 def load_hf(model: str | Path | None, dtype: str = "float32", field: str = "model"
             ) -> tuple[Any, Any]:
-    """Load ``(tokenizer, AutoModel)`` from a local directory, else from the hub.
+    """Load ``(tokenizer, AutoModel)`` from a local directory, else from the hub. A short name
+    of a packaged GGUF model (:data:`recmind_dist.embed.gguf_models.PACKAGED_GGUF`, e.g.
+    ``smollm2-135m``) loads its safetensors copy, converted from the GGUF on first use.
 
     Raises :class:`InputError` naming ``field`` when neither works.
     """
@@ -186,7 +204,7 @@ def load_hf(model: str | Path | None, dtype: str = "float32", field: str = "mode
     if dtype not in _DTYPES:
         raise InputError("embed spec", "dtype", f"expected one of {sorted(_DTYPES)} (resolve "
                          "'auto' with resolve_dtype first)")
-    src = str(model) if model is not None else default_model_path()
+    src = resolve_model_source(str(model) if model is not None else default_model_path(), field)
     local = Path(src).expanduser()
     kw: dict[str, Any] = {"dtype": _DTYPES[dtype]}
     if local.exists():

@@ -6,6 +6,8 @@ transpose is built in the backward pass (torch's generic sparse backward would b
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 
@@ -31,11 +33,19 @@ def propagate(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return _SymmetricSpMM.apply(adj, x)
 
 
-def lightgcn_layers(adj: torch.Tensor, x0: torch.Tensor, n_layers: int) -> list[torch.Tensor]:
-    """[E^0, Â E^0, Â² E^0, ...] (n_layers + 1 tensors)."""
+def lightgcn_layers(
+    adj: torch.Tensor, x0: torch.Tensor, n_layers: int,
+    perturb: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> list[torch.Tensor]:
+    """[E^0, Â E^0, Â² E^0, ...] (n_layers + 1 tensors).
+
+    With ``perturb`` every propagated state is replaced by ``perturb(E^{l+1})`` before the
+    next layer propagates it: ``E^{l+1} = perturb(Â E^l)`` (SimGCL's noisy views); E^0 is
+    left as it is."""
     out = [x0]
     for _ in range(n_layers):
-        out.append(propagate(adj, out[-1]))
+        x = propagate(adj, out[-1])
+        out.append(x if perturb is None else perturb(x))
     return out
 
 

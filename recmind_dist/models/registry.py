@@ -33,6 +33,8 @@ from recmind_dist.specs import (
     ModelSpec,
     PopularitySpec,
     RecMindSpec,
+    SimGCLSpec,
+    XSimGCLSpec,
 )
 
 INPUT_NAMES = ("text_features", "node_texts", "profiles", "augmentation")
@@ -88,7 +90,21 @@ def _build_lightgcn(spec: LightGCNSpec, data: SplitData, inputs: ModelInputs,
                     device: torch.device) -> Recommender:
     from recmind_dist.models.lightgcn import LightGCN
 
-    return LightGCN(data.n_users, data.n_items, _adjacency(data, device), spec)
+    return LightGCN(data.n_users, data.n_items, _adjacency(data, device), spec, data.seed)
+
+
+def _build_simgcl(spec: SimGCLSpec, data: SplitData, inputs: ModelInputs,
+                  device: torch.device) -> Recommender:
+    from recmind_dist.models.simgcl import SimGCL
+
+    return SimGCL(data.n_users, data.n_items, _adjacency(data, device), spec, data.seed)
+
+
+def _build_xsimgcl(spec: XSimGCLSpec, data: SplitData, inputs: ModelInputs,
+                   device: torch.device) -> Recommender:
+    from recmind_dist.models.simgcl import XSimGCL
+
+    return XSimGCL(data.n_users, data.n_items, _adjacency(data, device), spec, data.seed)
 
 
 def _build_partitioned_lightgcn(spec: LightGCNSpec, data: SplitData, local_graph: Any,
@@ -96,6 +112,9 @@ def _build_partitioned_lightgcn(spec: LightGCNSpec, data: SplitData, local_graph
                                 seed: int) -> Recommender:
     from recmind_dist.models.partitioned_lightgcn import PartitionedLightGCN
 
+    if spec.loss != "bpr":
+        raise InputError("job spec", "model.loss", "train.mode: partitioned trains LightGCN "
+                         f"with BPR only (got loss {spec.loss!r})")
     init_rows = None
     if init is not None:  # start where the single-process model starts
         init_rows = init.embedding.weight.detach()[torch.from_numpy(local_graph.own)].clone()
@@ -167,6 +186,8 @@ REGISTRY: dict[str, ModelEntry] = {
     "mf": ModelEntry(MFSpec, _build_mf, _nothing, False),
     "lightgcn": ModelEntry(LightGCNSpec, _build_lightgcn, _nothing, False,
                            _build_partitioned_lightgcn),
+    "simgcl": ModelEntry(SimGCLSpec, _build_simgcl, _nothing, False),
+    "xsimgcl": ModelEntry(XSimGCLSpec, _build_xsimgcl, _nothing, False),
     "recmind": ModelEntry(RecMindSpec, _build_recmind, _recmind_needs, True),
     "gat_llm": ModelEntry(GATLLMSpec, _build_gat_llm, _gat_needs, True),
     "llmrec": ModelEntry(LLMRecSpec, _build_llmrec, _llmrec_needs, True),

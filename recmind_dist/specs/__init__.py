@@ -22,12 +22,14 @@ from recmind_dist.specs.models import (
     ModelSpec,
     PopularitySpec,
     RecMindSpec,
+    SimGCLSpec,
+    XSimGCLSpec,
 )
 from recmind_dist.specs.text import TextSpec, template_fields
 
 __all__ = [
     "DataSpec", "EmbedSpec", "EvalSpec", "GATLLMSpec", "GenerateSpec", "JobSpec", "LLMRecSpec",
-    "LightGCNSpec", "MFSpec", "ModelSpec", "PopularitySpec", "RecMindSpec", "Spec", "SplitSpec",
-    "SyntheticSpec", "TableSpec", "TextSpec", "TrackingSpec", "TrainSpec", "apply_overrides",
-    "load_spec", "parse_spec", "template_fields",
+    "LightGCNSpec", "MFSpec", "ModelSpec", "PopularitySpec", "RecMindSpec", "SimGCLSpec", "Spec",
+    "SplitSpec", "SyntheticSpec", "TableSpec", "TextSpec", "TrackingSpec", "TrainSpec",
+    "XSimGCLSpec", "apply_overrides", "load_spec", "parse_spec", "template_fields",
 ]

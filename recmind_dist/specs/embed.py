@@ -39,9 +39,10 @@ class EmbedSpec(Spec):
         "raise it on GPUs, see docs/benchmarks.md § GPU check.")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="Compute dtype. auto = bfloat16 where the hardware multiplies bf16 "
-        "matrices (CUDA GPUs; CPUs with Intel AMX, where fp32 weights run under autocast), "
-        "float32 elsewhere; set float32 for bit-stable vectors across machines. float16 only "
-        "on GPU. Speed and cosine to fp32: docs/benchmarks.md § Embedding job.")
+        "matrices (CUDA GPUs; CPUs with Intel AMX or AVX512-BF16, where fp32 weights run under "
+        "autocast), float32 elsewhere; set float32 for bit-stable vectors across machines. "
+        "float16 only on GPU. Speed and cosine to fp32: docs/benchmarks.md § Embedding job and "
+        "§ Graph baselines and the decoder tower.")
     output_dtype: Literal["float32", "float16"] = Field(
         "float32", description="Stored vector dtype. float16 halves the files for large "
         "catalogues (normalised vectors lose ~1e-3 relative precision).")

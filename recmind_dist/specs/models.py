@@ -75,6 +75,46 @@ class LightGCNSpec(Spec):
     dim: int = Field(64, gt=0)
     layers: int = Field(3, ge=0)
     reg: float = Field(1e-4, ge=0, description="λ of the L2 term on layer-0 batch embeddings")
+    loss: Literal["bpr", "softmax"] = Field(
+        "bpr", description="ranking loss: bpr = −log σ(h_uᵀh_i − h_uᵀh_j) with the trainer's "
+        "one negative per edge; softmax = sampled softmax on cosine scores over n_negatives "
+        "negatives at temperature softmax_tau (recmind_dist.models.ranking_loss)")
+    n_negatives: int = Field(
+        64, ge=1, description="loss: softmax -- negatives per positive: the trainer's own "
+        "negative (uniform, never a training positive) plus n_negatives − 1 items drawn "
+        "uniformly over all items once per batch and shared by its rows (from the model's "
+        "generator, seeded from the run seed)")
+    softmax_tau: float = Field(
+        0.1, gt=0, description="loss: softmax -- temperature τ on the cosine scores")
+
+
+class SimGCLSpec(LightGCNSpec):
+    """SimGCL (see :mod:`recmind_dist.models.simgcl`): LightGCN's settings, readout without
+    layer 0, plus two noise-perturbed views tied by InfoNCE. Defaults: the settings chosen on
+    ml-100k validation, see docs/benchmarks.md § Graph baselines and the decoder tower."""
+
+    name: Literal["simgcl"] = "simgcl"  # type: ignore[assignment]
+    layers: int = Field(3, ge=1, description="propagation layers L (the readout is E^1..E^L)")
+    eps: float = Field(0.1, ge=0, description="ε: norm of the noise added to every row of "
+                       "every propagated layer in a perturbed view")
+    lambda_cl: float = Field(0.1, ge=0, description="λ: weight of the InfoNCE term (user term "
+                             "+ item term, each a mean over the batch's distinct nodes)")
+    tau_cl: float = Field(0.2, gt=0, description="τ of the InfoNCE on cosine similarities")
+
+
+class XSimGCLSpec(SimGCLSpec):
+    """XSimGCL (see :mod:`recmind_dist.models.simgcl`): one perturbed propagation whose mean
+    is the ranking representation, contrasted with its own layer ``cl_layer``."""
+
+    name: Literal["xsimgcl"] = "xsimgcl"  # type: ignore[assignment]
+    cl_layer: int = Field(1, ge=1, description="l*: the layer contrasted with the final mean "
+                          "(1..layers)")
+
+    @model_validator(mode="after")
+    def _cl_layer_exists(self) -> XSimGCLSpec:
+        if self.cl_layer > self.layers:
+            raise ValueError(f"cl_layer {self.cl_layer} > layers {self.layers}")
+        return self
 
 
 class RecMindSpec(Spec):
@@ -369,7 +409,8 @@ class LLMRecSpec(Spec):
 
 
 ModelSpec = Annotated[
-    MFSpec | LightGCNSpec | PopularitySpec | RecMindSpec | LLMRecSpec | GATLLMSpec,
+    MFSpec | LightGCNSpec | SimGCLSpec | XSimGCLSpec | PopularitySpec | RecMindSpec
+    | LLMRecSpec | GATLLMSpec,
     Field(discriminator="name"),
 ]
 

@@ -59,7 +59,7 @@ from recmind_dist.models.aug_schedule import AugSchedule
 from recmind_dist.models.base import Batch
 from recmind_dist.models.denoise import FeatureMAE, prune_keep_mask, triple_bpr_losses
 from recmind_dist.models.lightgcn import LightGCN
-from recmind_dist.specs import LLMRecSpec
+from recmind_dist.specs import LightGCNSpec, LLMRecSpec
 
 #: MAE rows reconstructed per step and node type (a fixed cost cap, not a tuned setting)
 
@@ -81,7 +81,10 @@ class LLMRec(LightGCN):
         spec: LLMRecSpec,
         seed: int,
     ) -> None:
-        super().__init__(n_users, n_items, adj, spec)
+        # the backbone is LightGCN with BPR (its dim / layers / reg), as in the paper
+        super().__init__(n_users, n_items, adj,
+                         LightGCNSpec(dim=spec.dim, layers=spec.layers, reg=spec.reg), seed)
+        self.spec = spec
         triples = torch.as_tensor(np.asarray(aug_triples, dtype=np.int64).reshape(-1, 3))
         self.register_buffer("aug", triples, persistent=False)
         self._gen = torch.Generator().manual_seed(int(seed))

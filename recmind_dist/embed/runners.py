@@ -238,6 +238,9 @@ def model_dim(model_id: str) -> int:
     """Hidden size of ``model_id`` from its config (no weights are loaded)."""
     from transformers import AutoConfig
 
+    from recmind_dist.embed.gguf_models import resolve_model_source
+
+    model_id = resolve_model_source(model_id)  # a packaged GGUF name -> its converted copy
     p = Path(model_id)
     try:
         cfg = AutoConfig.from_pretrained(model_id, local_files_only=p.exists())

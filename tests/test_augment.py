@@ -57,7 +57,7 @@ class FakeEncoder:
 def test_candidates_exclude_training_positives(split):
     torch.manual_seed(0)
     adj = normalized_adjacency(split.n_users, split.n_items, split.train)
-    model = LightGCN(split.n_users, split.n_items, adj, LightGCNSpec(dim=8, layers=2))
+    model = LightGCN(split.n_users, split.n_items, adj, LightGCNSpec(dim=8, layers=2), 0)
     with torch.no_grad():
         hu, hi = model.representations()
     cands = topn_candidates(hu, hi, split.train, n=10, batch_users=7)  # several user blocks
@@ -78,7 +78,7 @@ def test_implicit_triples_never_use_a_positive_and_stay_apart(split):
     adj = normalized_adjacency(split.n_users, split.n_items, split.train)
     with torch.no_grad():
         hu, hi = LightGCN(split.n_users, split.n_items, adj,
-                          LightGCNSpec(dim=8, layers=2)).representations()
+                          LightGCNSpec(dim=8, layers=2), 0).representations()
     cands = topn_candidates(hu, hi, split.train, n=5)
     # corrupt user 0's candidates: its slot 3 is a TRAINING positive the LM then picks
     u0_pos = split.train[split.train[:, 0] == 0, 1][0]

@@ -80,12 +80,14 @@ class LightGCNSpec(Spec):
         "one negative per edge; softmax = sampled softmax on cosine scores over n_negatives "
         "negatives at temperature softmax_tau (recmind_dist.models.ranking_loss)")
     n_negatives: int = Field(
-        64, ge=1, description="loss: softmax -- negatives per positive: the trainer's own "
+        256, ge=1, description="loss: softmax -- negatives per positive: the trainer's own "
         "negative (uniform, never a training positive) plus n_negatives − 1 items drawn "
         "uniformly over all items once per batch and shared by its rows (from the model's "
         "generator, seeded from the run seed)")
     softmax_tau: float = Field(
-        0.1, gt=0, description="loss: softmax -- temperature τ on the cosine scores")
+        0.2, gt=0, description="loss: softmax -- temperature τ on the cosine scores. The "
+        "softmax defaults are the ones chosen on ml-100k validation, see docs/benchmarks.md "
+        "§ Graph baselines and the decoder tower")
 
 
 class SimGCLSpec(LightGCNSpec):
@@ -97,16 +99,22 @@ class SimGCLSpec(LightGCNSpec):
     layers: int = Field(3, ge=1, description="propagation layers L (the readout is E^1..E^L)")
     eps: float = Field(0.1, ge=0, description="ε: norm of the noise added to every row of "
                        "every propagated layer in a perturbed view")
-    lambda_cl: float = Field(0.1, ge=0, description="λ: weight of the InfoNCE term (user term "
-                             "+ item term, each a mean over the batch's distinct nodes)")
-    tau_cl: float = Field(0.2, gt=0, description="τ of the InfoNCE on cosine similarities")
+    lambda_cl: float = Field(0.01, ge=0, description="λ: weight of the InfoNCE term (user "
+                             "term + item term, each a mean over the batch's distinct nodes)")
+    tau_cl: float = Field(0.05, gt=0, description="τ of the InfoNCE on cosine similarities")
 
 
 class XSimGCLSpec(SimGCLSpec):
     """XSimGCL (see :mod:`recmind_dist.models.simgcl`): one perturbed propagation whose mean
-    is the ranking representation, contrasted with its own layer ``cl_layer``."""
+    is the ranking representation, contrasted with its own layer ``cl_layer``. Defaults: the
+    settings chosen on ml-100k validation (same section as SimGCL's)."""
 
     name: Literal["xsimgcl"] = "xsimgcl"  # type: ignore[assignment]
+    eps: float = Field(0.2, ge=0, description="ε: norm of the noise added to every row of "
+                       "every propagated layer of the perturbed pass")
+    lambda_cl: float = Field(0.02, ge=0, description="λ: weight of the cross-layer InfoNCE "
+                             "term (user term + item term, each a mean over the batch's "
+                             "distinct nodes)")
     cl_layer: int = Field(1, ge=1, description="l*: the layer contrasted with the final mean "
                           "(1..layers)")
 

@@ -29,8 +29,18 @@ def _setup(seed: int = 0):
     return adj, deg, pinned, [e0, z, w_e, w_z, w_d, b]
 
 
-def _reference(dense: torch.Tensor, deg, pinned, e0, z, w_e, w_z, w_d, b):
-    """(1 − γ) E + γ z, then Â, written with a dense Â and autograd."""
+def _noise(seed: int = 5) -> torch.Tensor:
+    return 0.3 * torch.rand(NU + NI, D, generator=torch.Generator().manual_seed(seed),
+                            dtype=torch.float64)
+
+
+def _perturb(x: torch.Tensor) -> torch.Tensor:
+    """A fixed XSimGCL-like perturbation: x + sign(x) ⊙ n (n drawn once)."""
+    return x + torch.sign(x) * _noise()
+
+
+def _reference(dense: torch.Tensor, deg, pinned, e0, z, w_e, w_z, w_d, b, perturb=None):
+    """(1 − γ) E + γ z, then Â (then the perturbation), with a dense Â and autograd."""
     states, fused, gammas = [e0], [], []
     for layer in range(L + 1):
         e = states[-1]
@@ -39,19 +49,27 @@ def _reference(dense: torch.Tensor, deg, pinned, e0, z, w_e, w_z, w_d, b):
         fused.append((1 - gamma) * e + gamma * z)
         gammas.append(gamma)
         if layer < L:
-            states.append(dense @ fused[-1])
+            nxt = dense @ fused[-1]
+            states.append(nxt if perturb is None else perturb(nxt))
     return torch.stack(fused).mean(0), states, gammas
 
 
+@pytest.mark.parametrize("perturbed", [False, True])
 @pytest.mark.parametrize("use_states", [False, True])
-def test_matches_dense_autograd_reference(use_states):
+def test_matches_dense_autograd_reference(use_states, perturbed):
+    """Also with a perturbation of every propagated state (a noisy backbone), whose
+    gradient through sign(x) is zero: the written-out backward needs no change."""
     adj, deg, pinned, inputs = _setup()
     dense = adj.to_dense()
     x1 = [t.clone().requires_grad_() for t in inputs]
     x2 = [t.clone().requires_grad_() for t in inputs]
     e0, z, w_e, w_z, w_d, b = x1
-    h, states, gammas = gated_propagation(adj, e0, z, deg, pinned, w_e, w_z, w_d, b)
-    h_ref, states_ref, gammas_ref = _reference(dense, deg, pinned, *x2)
+    perturb = _perturb if perturbed else None
+    h, states, gammas = gated_propagation(adj, e0, z, deg, pinned, w_e, w_z, w_d, b, perturb)
+    h_ref, states_ref, gammas_ref = _reference(dense, deg, pinned, *x2, perturb=perturb)
+    if perturbed:  # the noise really is there
+        clean = _reference(dense, deg, pinned, *inputs)[1]
+        assert (states[1] - clean[1]).abs().max() > 0.01
     torch.testing.assert_close(h, h_ref, rtol=1e-12, atol=1e-12)
     for a, b in zip(states + gammas, states_ref + gammas_ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

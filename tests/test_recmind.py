@@ -19,6 +19,7 @@ from recmind_dist.models.inputs import ModelInputs, NodeFeatures
 from recmind_dist.models.lightgcn import LightGCN
 from recmind_dist.models.recmind import RecMind
 from recmind_dist.models.registry import build_model
+from recmind_dist.models.simgcl import batch_contrastive
 from recmind_dist.pipeline.features import align_to_local
 from recmind_dist.specs import EvalSpec, LightGCNSpec, RecMindSpec, TrainSpec, parse_spec
 
@@ -159,7 +160,7 @@ def _recmind(spec: RecMindSpec, data: SplitData, seed: int = 0) -> RecMind:
     torch.manual_seed(seed)
     return RecMind(NU, NI, normalized_adjacency(NU, NI, data.train), _features(),
                    np.concatenate([data.user_degree, data.item_degree]),
-                   normalized_degree(NU, NI, data.train), spec, None)
+                   normalized_degree(NU, NI, data.train), spec, None, seed)
 
 
 def test_settings_are_read_from_the_spec_not_the_variant_label():
@@ -607,3 +608,50 @@ def test_fused_gated_propagation_matches_the_autograd_loop():
     for (name, p), q in zip(fused.named_parameters(), loop.parameters(), strict=True):
         if p.grad is not None or q.grad is not None:
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_xsimgcl_backbone_adds_the_cross_layer_term_on_the_gated_states():
+    """backbone=xsimgcl with ε = 0: the same loss as the lightgcn backbone plus
+    λ_cl · cl(h, E^{l*}) built from the lightgcn-backbone model's own views; with ε > 0 the
+    training pass is perturbed (a different loss) while evaluation stays clean."""
+    data, batch = _data(), _batch(_data())
+    kw = {"warmup_epochs": 0, "cold_dropout": 0.0}
+    base = _model(data, seed=4, **kw)
+    xs0 = _model(data, seed=4, backbone="xsimgcl", cl_eps=0.0, cl_lambda=0.5, cl_layer=2, **kw)
+    xs = _model(data, seed=4, backbone="xsimgcl", cl_eps=0.2, cl_lambda=0.5, cl_layer=2, **kw)
+    for m in (base, xs0, xs):
+        m.on_epoch_start(1, 1)
+    torch.manual_seed(0)  # the alignment's node subset comes from the global generator
+    l_base, _ = base.training_loss(batch, 1)
+    views = base.forward_views()
+    cl = batch_contrastive(views.h, views.layers[2], batch, NU, xs0.spec.cl_tau)
+    torch.manual_seed(0)
+    l_x0, parts_x0 = xs0.training_loss(batch, 1)
+    assert parts_x0["cl"] == pytest.approx(float(cl), rel=1e-6)
+    torch.testing.assert_close(l_x0, l_base + 0.5 * cl, rtol=1e-6, atol=1e-7)
+    torch.manual_seed(0)
+    l_x, _ = xs.training_loss(batch, 1)
+    assert abs(float(l_x) - float(l_x0)) > 1e-4  # the noise changes the training pass
+    for a, b in zip(xs.representations(), base.representations(), strict=True):
+        torch.testing.assert_close(a, b)  # evaluation: the clean propagation
+    l_x.backward()
+    assert xs.gate.w_e.grad.abs().sum() > 0 and xs.embedding.weight.grad.abs().sum() > 0
+
+
+def test_simgcl_backbone_contrasts_two_perturbed_passes_and_resumes_its_noise():
+    data, batch = _data(), _batch(_data())
+    m = _model(data, seed=5, backbone="simgcl", cl_eps=0.1, cl_lambda=0.1, warmup_epochs=0)
+    m.on_epoch_start(1, 1)
+    z = _z(m)
+    state = {k: v.clone() for k, v in m.state_dict().items()}  # rng state before the draws
+    a, b = m.perturbed_mean(z), m.perturbed_mean(z)
+    clean = m.forward_views().h
+    assert not torch.allclose(a, b)  # two independent noise draws
+    warm = torch.from_numpy(np.concatenate([data.user_degree, data.item_degree]) > 0)
+    # every row with a non-zero propagated state moves, by at most ε per layer
+    assert ((a - clean)[warm].norm(dim=1) > 0).all()
+    assert ((a - clean).norm(dim=1) <= 0.1 * 2 / 3 + 1e-6).all()
+    m.load_state_dict(state)  # a resumed run draws the same noise
+    torch.testing.assert_close(m.perturbed_mean(z), a)
+    _, parts = m.training_loss(batch, 1)
+    assert {"bpr", "reg", "align", "cl"} <= set(parts)

@@ -7,6 +7,9 @@ Gated propagation (l = 0..L; Â the normalised adjacency, d̃ the normalised deg
     Ẽ^l   = (1 − γ^l) ⊙ E^l + γ^l ⊙ z                          (``gate = none``: Ẽ^l = E^l)
     E^{l+1} = Â Ẽ^l,    h = 1/(L+1) Σ_{l=0..L} Ẽ^l
 
+With a noise-perturbed backbone (``perturb``, XSimGCL's x ↦ x + ε sign(x) ⊙ Δ/‖Δ‖) every
+propagated state is perturbed, E'^{l+1} = Â Ẽ'^l + n_l, and the gates read E'^l.
+
 The learned gate starts flat: weights 0, b_l = logit(``gate_init``). Its layer-independent
 part c_l = w_z,lᵀ z + w_d,l d̃ + b_l (:meth:`Gate.constants`) is one matrix product for all
 layers; a pinned node (no training edge, ``isolated_text_only``) has c_l = 10⁴, so γ ≡ 1
@@ -21,6 +24,7 @@ or a partitioned Â) :meth:`Gate.propagate` runs the same forward through autogr
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -67,15 +71,17 @@ class Gate(nn.Module):
         return torch.sigmoid(torch.addmv(constants[:, layer], e, self.w_e[layer])).unsqueeze(1)
 
     def propagate(self, adj: Any, e0: torch.Tensor, z: torch.Tensor, deg_norm: torch.Tensor,
-                  pinned: torch.Tensor | None
+                  pinned: torch.Tensor | None,
+                  perturb: Callable[[torch.Tensor], torch.Tensor] | None = None
                   ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         """(h, [E^0 .. E^L], [γ^0 .. γ^L] as [N, 1]; no gates for ``gate = none``).
 
         ``adj``: a sparse Â, or anything :func:`recmind_dist.graph.propagate.propagate`
-        accepts (a partitioned Â); ``pinned`` [N] bool or None."""
+        accepts (a partitioned Â); ``pinned`` [N] bool or None; ``perturb`` the noise added
+        to every propagated state (None: none)."""
         if self.spec.gate == "learned" and isinstance(adj, torch.Tensor):
             return gated_propagation(adj, e0, z, deg_norm, pinned, self.w_e, self.w_z,
-                                     self.w_d, self.b)
+                                     self.w_d, self.b, perturb)
         constants = self.constants(z, deg_norm, pinned)
         layers, fused, gammas = [e0], [], []
         for layer in range(self.spec.layers + 1):
@@ -88,5 +94,6 @@ class Gate(nn.Module):
                 f = torch.lerp(e, z, gamma)  # (1 − γ) e + γ z; γ = 0 gives e exactly
             fused.append(f)
             if layer < self.spec.layers:
-                layers.append(propagate(adj, f))
+                nxt = propagate(adj, f)
+                layers.append(nxt if perturb is None else perturb(nxt))
         return layer_mean(fused), layers, gammas

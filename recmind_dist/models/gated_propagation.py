@@ -6,7 +6,11 @@ Forward (l = 0..L; Â symmetric sparse, d̃ the normalised degree, P the pinned 
     c_l  = w_z,lᵀ z + w_d,l d̃ + b_l  (c_l = 10⁴ on P: γ ≡ 1 there, with zero gradient)
     s_l  = c_l + E^l w_e,l,    γ_l = σ(s_l)
     F_l  = E^l + γ_l ⊙ (z − E^l)       (= (1 − γ_l) E^l + γ_l z)
-    E^{l+1} = Â F_l,                    h = 1/(L+1) Σ_l F_l
+    E^{l+1} = Â F_l (+ n_l),            h = 1/(L+1) Σ_l F_l
+
+n_l: an optional perturbation of each propagated state (XSimGCL's noise, ``perturb``), a
+function of Â F_l through sign(Â F_l) only, so ∂E^{l+1}/∂F_l = Â still and the backward
+below is unchanged.
 
 Backward, from ḡ_h (and ḡ_{E^l}, where the layer states are used elsewhere), l = L..0:
 
@@ -26,6 +30,8 @@ The forward uses the same operations in the same order as the autograd loop in
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -40,22 +46,24 @@ def gate_constants(z: torch.Tensor, deg_norm: torch.Tensor, pinned: torch.Tensor
 
 def gated_propagation(adj: torch.Tensor, e0: torch.Tensor, z: torch.Tensor,
                       deg_norm: torch.Tensor, pinned: torch.Tensor | None, w_e: torch.Tensor,
-                      w_z: torch.Tensor, w_d: torch.Tensor, b: torch.Tensor
+                      w_z: torch.Tensor, w_d: torch.Tensor, b: torch.Tensor,
+                      perturb: Callable[[torch.Tensor], torch.Tensor] | None = None
                       ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
     """(h, [E^0 .. E^L], [γ_0 .. γ_L] as [N, 1]) for a sparse symmetric ``adj``; L + 1 is
     the number of rows of the gate weights ``w_e``, ``w_z`` [L+1, d], ``w_d``, ``b`` [L+1].
+    ``perturb``: x ↦ x + n(sign x), applied to every propagated state (None: no noise).
 
     h and the layer states carry gradients, the gates do not (a probe; their effect reaches
     the loss through h)."""
     n_layers = w_e.shape[0] - 1
-    out = _GatedPropagation.apply(adj, e0, z, deg_norm, pinned, w_e, w_z, w_d, b)
+    out = _GatedPropagation.apply(adj, e0, z, deg_norm, pinned, w_e, w_z, w_d, b, perturb)
     h, states, gammas = out[0], out[1 : n_layers + 1], out[n_layers + 1 :]
     return h, [e0, *states], list(gammas)
 
 
 class _GatedPropagation(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, adj, e0, z, deg_norm, pinned, w_e, w_z, w_d, b):
+    def forward(ctx, adj, e0, z, deg_norm, pinned, w_e, w_z, w_d, b, perturb):
         n_layers = w_e.shape[0] - 1
         c = gate_constants(z, deg_norm, pinned, w_z, w_d, b).unbind(0)
         w_rows = w_e.unbind(0)
@@ -70,7 +78,8 @@ class _GatedPropagation(torch.autograd.Function):
             h = f if h is None else (h + f if layer == 1 else h.add_(f))
             gammas.append(gamma)
             if layer < n_layers:
-                states.append(torch.sparse.mm(adj, f))
+                nxt = torch.sparse.mm(adj, f)
+                states.append(nxt if perturb is None else perturb(nxt))
         if n_layers > 0:
             h.div_(n_layers + 1)
         ctx.save_for_backward(z, deg_norm, w_e, w_z, *states, *gammas, *slopes)
@@ -109,4 +118,4 @@ class _GatedPropagation(torch.autograd.Function):
         g_c, g_w = torch.stack(g_c[::-1]), torch.stack(g_w[::-1])  # [L+1, N], [L+1, d]
         g_z.addmm_(g_c.t(), w_z)  # through c: Σ_l g_s,l w_z,lᵀ
         return (None, g_e, g_z, None, None, g_w, g_c @ z, torch.mv(g_c, deg_norm),
-                g_c.sum(1))
+                g_c.sum(1), None)

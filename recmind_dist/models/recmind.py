@@ -43,6 +43,22 @@ by its z, independently with probability p (DropoutNet, Volkovs et al. 2017):
 
 so z is trained to rank against items with edges, on their scale, as an unseen item will be.
 
+**Backbone** (``backbone``): the gate and the alignment act on the states of LightGCN's
+propagation, or of SimGCL's / XSimGCL's noise-perturbed one (:mod:`recmind_dist.models.simgcl`;
+ε = ``cl_eps``, λ_cl = ``cl_lambda``, τ_cl = ``cl_tau``, l* = ``cl_layer``). In the joint
+phase a perturbed gated pass adds n_l = ε sign(E^{l+1}) ⊙ Δ/‖Δ‖ to every propagated state,
+E'^{l+1} = Â Ẽ'^l + n_l (the gates read E'^l), and
+
+    xsimgcl:  L = L_rank(h') + λ_cl · cl(h', E'^{l*}) + …   (one perturbed pass: h', E'^l,
+                                                            the alignment's g are all from it)
+    simgcl:   L = L_rank(h)  + λ_cl · cl(h', h'') + …       (two extra perturbed passes)
+
+with cl the batch's user + item InfoNCE (:func:`recmind_dist.models.simgcl.batch_contrastive`).
+Unlike SimGCL/XSimGCL the readout keeps the fused layer 0 (it carries z, and so an unseen
+item's h). Evaluation uses the clean propagation. The noise comes from the model's
+:class:`~recmind_dist.models.rng.SeededGenerator` (seeded from the run seed; only with a
+perturbed backbone, so a lightgcn-backbone model's state dict is unchanged).
+
 With ``gate = fixed, fixed_gamma = 0`` h is exactly LightGCN's layer mean (same ops, same
 order); with also λ = 0 (and ``warm_negatives = False`` or a split where every item has a
 training edge) the training loss is LightGCN's. The ablation ``variant`` of the spec is a label
@@ -71,6 +87,8 @@ from recmind_dist.models.inputs import NodeFeatures
 from recmind_dist.models.language_view import LanguageView, text_id_rows
 from recmind_dist.models.lightgcn import layer0_l2
 from recmind_dist.models.lora_text import NodeTextTower
+from recmind_dist.models.rng import SeededGenerator
+from recmind_dist.models.simgcl import batch_contrastive, sign_noise
 from recmind_dist.specs import RecMindSpec
 
 log = logging.getLogger(__name__)
@@ -115,11 +133,12 @@ class RecMind(Recommender):
 
     Parameters, in creation order: ``embedding`` (E⁰, created first and initialised like
     LightGCN's, so the same seed gives the same E⁰), ``language`` (projection, scale,
-    fallback), ``alignment`` (frozen key projection, queues), ``gate`` (learned gate only)."""
+    fallback), ``alignment`` (frozen key projection, queues), ``gate`` (learned gate only);
+    then ``rng`` (the backbone's noise, seeded with ``seed``; perturbed backbones only)."""
 
     def __init__(self, n_users: int, n_items: int, adj: torch.Tensor, features: NodeFeatures,
                  degree: np.ndarray, deg_norm: np.ndarray, spec: RecMindSpec,
-                 text_tower: NodeTextTower | None) -> None:
+                 text_tower: NodeTextTower | None, seed: int) -> None:
         super().__init__()
         if features.user_vec.shape[0] != n_users or features.item_vec.shape[0] != n_items:
             raise InputError("node features", "user_vec/item_vec", f"one row per local user "
@@ -146,6 +165,7 @@ class RecMind(Recommender):
         self.register_buffer("item_warm", torch.from_numpy(~isolated[n_users:]))
         self.alignment = Alignment(self.language.proj, spec)
         self.gate = Gate(spec)
+        self.rng = SeededGenerator(seed) if spec.backbone != "lightgcn" else None
         self.phase = "joint"
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
@@ -162,14 +182,26 @@ class RecMind(Recommender):
         ``isolated_text_only``), or None."""
         return self.isolated[:, 0] if self.spec.isolated_text_only and self.any_isolated else None
 
-    def forward_views(self, grad_nodes: torch.Tensor | None = None) -> RecMindViews:
+    def _perturb(self, x: torch.Tensor) -> torch.Tensor:
+        """x + ε sign(x) ⊙ Δ/‖Δ‖ (the backbone's noise)."""
+        return x + sign_noise(x, self.spec.cl_eps, self.rng.on(x.device))
+
+    def perturbed_mean(self, z: torch.Tensor) -> torch.Tensor:
+        """h' of one perturbed gated pass for the language view ``z`` (SimGCL's views)."""
+        return self.gate.propagate(self.adj, self.embedding.weight, z, self.deg_norm,
+                                   self.pinned(), self._perturb)[0]
+
+    def forward_views(self, grad_nodes: torch.Tensor | None = None,
+                      perturbed: bool = False) -> RecMindViews:
         """z, the layer states, the gates, h and (where it is h) g. ``grad_nodes``: the nodes
-        whose text goes through the LoRA LM with gradient this step (end to end only)."""
+        whose text goes through the LoRA LM with gradient this step (end to end only);
+        ``perturbed``: the backbone's noise on every propagated state."""
         e0 = self.embedding.weight
         z = self.language(e0, self.deg_norm, grad_nodes)
         if self.spec.readout == "language":  # no graph at all
             return RecMindViews(z, [e0], [], z, z)
-        h, layers, gammas = self.gate.propagate(self.adj, e0, z, self.deg_norm, self.pinned())
+        h, layers, gammas = self.gate.propagate(self.adj, e0, z, self.deg_norm, self.pinned(),
+                                                self._perturb if perturbed else None)
         # g of all nodes is only needed without fusion (where it is h, e.g. for late fusion);
         # the alignment takes the few rows it uses from graph_view_rows
         return RecMindViews(z, layers, gammas, h, h if self.spec.gate == "none" else None)
@@ -237,7 +269,8 @@ class RecMind(Recommender):
             grad_nodes = torch.cat(distinct_batch_nodes(
                 batch, self.n_users, self.n_items, max(1, self.spec.lora_nodes // 2),
                 same_count=False))
-        views = self.forward_views(grad_nodes)
+        backbone = "lightgcn" if warm else self.spec.backbone
+        views = self.forward_views(grad_nodes, perturbed=backbone == "xsimgcl")
         parts: dict[str, torch.Tensor] = {}
         if use_align:
             parts["align"] = self.alignment_loss(views, batch)
@@ -253,6 +286,13 @@ class RecMind(Recommender):
             parts["bpr"] = bpr_loss(*self._bpr_scores(rep, views.z, users, pos, neg))
             parts["reg"] = self.spec.reg * layer0_l2(self.embedding.weight, self.n_users, batch)
             loss = parts["bpr"] + parts["reg"]
+            if backbone != "lightgcn" and self.spec.cl_lambda > 0:
+                if backbone == "xsimgcl":
+                    a, b = views.h, views.layers[self.spec.cl_layer]
+                else:
+                    a, b = self.perturbed_mean(views.z), self.perturbed_mean(views.z)
+                parts["cl"] = batch_contrastive(a, b, batch, self.n_users, self.spec.cl_tau)
+                loss = loss + self.spec.cl_lambda * parts["cl"]
             if "align" in parts:
                 loss = loss + self.spec.lambda_align * parts["align"]
         out = dict(zip(parts, torch.stack(list(parts.values())).detach().tolist()))

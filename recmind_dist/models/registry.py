@@ -146,7 +146,7 @@ def _build_recmind(spec: RecMindSpec, data: SplitData, inputs: ModelInputs,
     degree = np.concatenate([data.user_degree, data.item_degree])
     return RecMind(
         data.n_users, data.n_items, _adjacency(data, device), features, degree,
-        normalized_degree(data.n_users, data.n_items, data.train), spec, tower,
+        normalized_degree(data.n_users, data.n_items, data.train), spec, tower, data.seed,
     )
 
 

@@ -68,6 +68,16 @@ def sign_noise(x: torch.Tensor, eps: float, generator: torch.Generator) -> torch
     return eps * torch.sign(x) * F.normalize(delta, dim=-1)
 
 
+def batch_contrastive(a: torch.Tensor, b: torch.Tensor, batch: Batch, n_users: int,
+                      tau: float) -> torch.Tensor:
+    """cl(a, b): InfoNCE of the batch's distinct users plus of its distinct positive items,
+    between two [N, d] views (users first), at temperature τ."""
+    users = torch.unique(batch.users)
+    items = n_users + torch.unique(batch.pos)
+    return (infonce(a.index_select(0, users), b.index_select(0, users), tau)
+            + infonce(a.index_select(0, items), b.index_select(0, items), tau))
+
+
 class SimGCL(LightGCN):
     """SimGCL: ``spec`` gives LightGCN's settings plus ε (``eps``), λ (``lambda_cl``) and τ
     (``tau_cl``); ``seed`` seeds the noise (and the softmax loss's extra negatives)."""
@@ -96,12 +106,8 @@ class SimGCL(LightGCN):
         return layer_mean(lightgcn_layers(self.adj, x0, self.n_layers)[1:])
 
     def contrastive(self, a: torch.Tensor, b: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """cl(a, b): InfoNCE of the batch's distinct users plus of its distinct positive
-        items, between two [N, d] views (users first)."""
-        users = torch.unique(batch.users)
-        items = self.n_users + torch.unique(batch.pos)
-        return (infonce(a.index_select(0, users), b.index_select(0, users), self.tau_cl)
-                + infonce(a.index_select(0, items), b.index_select(0, items), self.tau_cl))
+        """:func:`batch_contrastive` at this model's τ."""
+        return batch_contrastive(a, b, batch, self.n_users, self.tau_cl)
 
     def training_loss(self, batch: Batch, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
         h_user, h_item = self.representations()

@@ -147,6 +147,19 @@ class RecMindSpec(Spec):
         "fused", description="final representation: fused = layer mean of the fused states; "
         "late = graph view and z combined after propagation (late_fusion); language = z alone "
         "(needs gate none)")
+    backbone: Literal["lightgcn", "simgcl", "xsimgcl"] = Field(
+        "lightgcn", description="graph backbone the gate and the alignment act on: lightgcn "
+        "(plain propagation), simgcl (+ two noise-perturbed gated passes tied by InfoNCE) or "
+        "xsimgcl (one perturbed gated pass, its mean contrasted with its layer cl_layer); "
+        "cl_* are the contrastive settings (recmind_dist.models.simgcl)")
+    cl_eps: float = Field(0.2, ge=0, description="backbone simgcl/xsimgcl: ε, norm of the "
+                          "noise added to every propagated row (XSimGCL's tuned value)")
+    cl_lambda: float = Field(0.02, ge=0, description="backbone simgcl/xsimgcl: λ of the "
+                             "graph InfoNCE term (XSimGCL's tuned value)")
+    cl_tau: float = Field(0.05, gt=0, description="backbone simgcl/xsimgcl: τ of the graph "
+                          "InfoNCE (XSimGCL's tuned value)")
+    cl_layer: int = Field(1, ge=1, description="backbone xsimgcl: l*, the layer contrasted "
+                          "with the final mean (1..layers)")
     tau: float = Field(
         0.2, gt=0,
         description="InfoNCE temperature on cosine similarities; 0.2 is the usual value for "
@@ -311,6 +324,13 @@ class RecMindSpec(Spec):
         if self.readout != "fused" and self.gate != "none":
             raise ValueError(f"readout={self.readout} combines views after propagation; it "
                              f"needs gate=none (got gate={self.gate})")
+        if self.backbone != "lightgcn":
+            if self.readout == "language":
+                raise ValueError(f"backbone={self.backbone} perturbs the graph propagation; "
+                                 "readout=language has none (use backbone=lightgcn)")
+            if self.layers < 1 or self.cl_layer > self.layers:
+                raise ValueError(f"backbone={self.backbone} needs 1 <= cl_layer <= layers "
+                                 f"(got cl_layer {self.cl_layer}, layers {self.layers})")
         if self.lambda_align == 0 and self.warmup_epochs:  # nothing to warm up with
             self.warmup_epochs = 0
         if self.gate != "learned" and self.isolated_text_only:  # pins γ of the learned gate

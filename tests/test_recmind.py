@@ -655,3 +655,19 @@ def test_simgcl_backbone_contrasts_two_perturbed_passes_and_resumes_its_noise():
     torch.testing.assert_close(m.perturbed_mean(z), a)
     _, parts = m.training_loss(batch, 1)
     assert {"bpr", "reg", "align", "cl"} <= set(parts)
+
+
+def test_readout_without_layer0_is_the_mean_of_the_propagated_fused_states():
+    """readout_layer0=false: h = mean of Ẽ^1..Ẽ^L (the fused kernel and the autograd loop of
+    a fixed gate agree with the states they return); an edgeless pinned item's h is still z."""
+    data = _data()
+    m = _model(data, seed=6, readout_layer0=False)
+    v = m.forward_views()
+    fused = [torch.lerp(e, v.z, g) for e, g in zip(v.layers, v.gammas, strict=True)]
+    torch.testing.assert_close(v.h, torch.stack(fused[1:]).mean(0))
+    cold = NU + NI - 1  # items NI-3.. have no training edge
+    torch.testing.assert_close(v.h[cold], v.z[cold])
+    f = _model(data, seed=6, readout_layer0=False, variant="fixed_gate")
+    vf = f.forward_views()
+    fused = [torch.lerp(e, vf.z, 0.1) for e in vf.layers]
+    torch.testing.assert_close(vf.h, torch.stack(fused[1:]).mean(0))

@@ -5,7 +5,7 @@ Gated propagation (l = 0..L; Â the normalised adjacency, d̃ the normalised deg
     γ_v^l = σ(w_e,lᵀ E_v^l + w_z,lᵀ z_v + w_d,l d̃_v + b_l)     (``gate = learned``)
     γ_v^l = γ_fixed                                             (``gate = fixed``)
     Ẽ^l   = (1 − γ^l) ⊙ E^l + γ^l ⊙ z                          (``gate = none``: Ẽ^l = E^l)
-    E^{l+1} = Â Ẽ^l,    h = 1/(L+1) Σ_{l=0..L} Ẽ^l
+    E^{l+1} = Â Ẽ^l,    h = 1/(L+1) Σ_{l=0..L} Ẽ^l   (``readout_layer0 = false``: l = 1..L)
 
 With a noise-perturbed backbone (``perturb``, XSimGCL's x ↦ x + ε sign(x) ⊙ Δ/‖Δ‖) every
 propagated state is perturbed, E'^{l+1} = Â Ẽ'^l + n_l, and the gates read E'^l.
@@ -46,6 +46,7 @@ class Gate(nn.Module):
     def __init__(self, spec: RecMindSpec) -> None:
         super().__init__()
         self.spec = spec
+        self.first_layer = 0 if spec.readout_layer0 else 1  # of the layer mean h
         if spec.gate == "learned":
             g = spec.layers + 1
             self.w_e = nn.Parameter(torch.zeros(g, spec.dim))
@@ -72,7 +73,7 @@ class Gate(nn.Module):
 
     def propagate(self, adj: Any, e0: torch.Tensor, z: torch.Tensor, deg_norm: torch.Tensor,
                   pinned: torch.Tensor | None,
-                  perturb: Callable[[torch.Tensor], torch.Tensor] | None = None
+                  perturb: Callable[[torch.Tensor], torch.Tensor] | None = None,
                   ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         """(h, [E^0 .. E^L], [γ^0 .. γ^L] as [N, 1]; no gates for ``gate = none``).
 
@@ -81,7 +82,7 @@ class Gate(nn.Module):
         to every propagated state (None: none)."""
         if self.spec.gate == "learned" and isinstance(adj, torch.Tensor):
             return gated_propagation(adj, e0, z, deg_norm, pinned, self.w_e, self.w_z,
-                                     self.w_d, self.b, perturb)
+                                     self.w_d, self.b, perturb, self.first_layer)
         constants = self.constants(z, deg_norm, pinned)
         layers, fused, gammas = [e0], [], []
         for layer in range(self.spec.layers + 1):
@@ -96,4 +97,4 @@ class Gate(nn.Module):
             if layer < self.spec.layers:
                 nxt = propagate(adj, f)
                 layers.append(nxt if perturb is None else perturb(nxt))
-        return layer_mean(fused), layers, gammas
+        return layer_mean(fused[self.first_layer :]), layers, gammas

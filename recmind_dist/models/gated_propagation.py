@@ -6,15 +6,16 @@ Forward (l = 0..L; Â symmetric sparse, d̃ the normalised degree, P the pinned 
     c_l  = w_z,lᵀ z + w_d,l d̃ + b_l  (c_l = 10⁴ on P: γ ≡ 1 there, with zero gradient)
     s_l  = c_l + E^l w_e,l,    γ_l = σ(s_l)
     F_l  = E^l + γ_l ⊙ (z − E^l)       (= (1 − γ_l) E^l + γ_l z)
-    E^{l+1} = Â F_l (+ n_l),            h = 1/(L+1) Σ_l F_l
+    E^{l+1} = Â F_l (+ n_l),            h = 1/(L+1−l₀) Σ_{l≥l₀} F_l
 
 n_l: an optional perturbation of each propagated state (XSimGCL's noise, ``perturb``), a
 function of Â F_l through sign(Â F_l) only, so ∂E^{l+1}/∂F_l = Â still and the backward
-below is unchanged.
+below is unchanged. l₀ = ``first_layer`` (0, or 1 for a readout without layer 0 as in
+SimGCL/XSimGCL).
 
 Backward, from ḡ_h (and ḡ_{E^l}, where the layer states are used elsewhere), l = L..0:
 
-    G_l   = ḡ_h/(L+1) + Â G_{E^{l+1}}                  (Âᵀ = Â; no Â term at l = L)
+    G_l   = ḡ_h/(L+1−l₀) [l ≥ l₀] + Â G_{E^{l+1}}      (Âᵀ = Â; no Â term at l = L)
     g_s,l = rowsum(G_l ⊙ (z − E^l)) ⊙ γ_l (1 − γ_l)
     ∂z   += γ_l ⊙ G_l + g_s,l w_z,lᵀ,   ∂w_e,l = E^lᵀ g_s,l,   ∂w_z,l = zᵀ g_s,l,
     ∂w_d,l = d̃ᵀ g_s,l,   ∂b_l = Σ_v g_s,l
@@ -47,23 +48,27 @@ def gate_constants(z: torch.Tensor, deg_norm: torch.Tensor, pinned: torch.Tensor
 def gated_propagation(adj: torch.Tensor, e0: torch.Tensor, z: torch.Tensor,
                       deg_norm: torch.Tensor, pinned: torch.Tensor | None, w_e: torch.Tensor,
                       w_z: torch.Tensor, w_d: torch.Tensor, b: torch.Tensor,
-                      perturb: Callable[[torch.Tensor], torch.Tensor] | None = None
-                      ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+                      perturb: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                      first_layer: int = 0) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
     """(h, [E^0 .. E^L], [γ_0 .. γ_L] as [N, 1]) for a sparse symmetric ``adj``; L + 1 is
     the number of rows of the gate weights ``w_e``, ``w_z`` [L+1, d], ``w_d``, ``b`` [L+1].
-    ``perturb``: x ↦ x + n(sign x), applied to every propagated state (None: no noise).
+    ``perturb``: x ↦ x + n(sign x), applied to every propagated state (None: no noise);
+    ``first_layer``: h is the mean of F_l for l ≥ first_layer (0 or 1).
 
     h and the layer states carry gradients, the gates do not (a probe; their effect reaches
     the loss through h)."""
     n_layers = w_e.shape[0] - 1
-    out = _GatedPropagation.apply(adj, e0, z, deg_norm, pinned, w_e, w_z, w_d, b, perturb)
+    if not 0 <= first_layer <= n_layers:
+        raise ValueError(f"first_layer must be in 0..{n_layers}, got {first_layer}")
+    out = _GatedPropagation.apply(adj, e0, z, deg_norm, pinned, w_e, w_z, w_d, b, perturb,
+                                  first_layer)
     h, states, gammas = out[0], out[1 : n_layers + 1], out[n_layers + 1 :]
     return h, [e0, *states], list(gammas)
 
 
 class _GatedPropagation(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, adj, e0, z, deg_norm, pinned, w_e, w_z, w_d, b, perturb):
+    def forward(ctx, adj, e0, z, deg_norm, pinned, w_e, w_z, w_d, b, perturb, first_layer):
         n_layers = w_e.shape[0] - 1
         c = gate_constants(z, deg_norm, pinned, w_z, w_d, b).unbind(0)
         w_rows = w_e.unbind(0)
@@ -75,15 +80,16 @@ class _GatedPropagation(torch.autograd.Function):
             slopes.append(torch.addcmul(gamma, gamma, gamma, value=-1.0))  # σ' = γ − γ²
             gamma = gamma.unsqueeze(1)
             f = torch.lerp(e, z, gamma)
-            h = f if h is None else (h + f if layer == 1 else h.add_(f))
+            if layer >= first_layer:  # h owns its storage from its second term on
+                h = f if h is None else (h + f if layer == first_layer + 1 else h.add_(f))
             gammas.append(gamma)
             if layer < n_layers:
                 nxt = torch.sparse.mm(adj, f)
                 states.append(nxt if perturb is None else perturb(nxt))
-        if n_layers > 0:
-            h.div_(n_layers + 1)
+        if n_layers > first_layer:
+            h.div_(n_layers + 1 - first_layer)
         ctx.save_for_backward(z, deg_norm, w_e, w_z, *states, *gammas, *slopes)
-        ctx.adj, ctx.n_layers = adj, n_layers
+        ctx.adj, ctx.n_layers, ctx.first_layer = adj, n_layers, first_layer
         ctx.mark_non_differentiable(*gammas)
         ctx.set_materialize_grads(False)
         return (h, *states[1:], *gammas)
@@ -95,19 +101,21 @@ class _GatedPropagation(torch.autograd.Function):
         z, deg_norm, w_e, w_z, *saved = ctx.saved_tensors
         states, gammas, slopes = saved[: n + 1], saved[n + 1 : 2 * n + 2], saved[2 * n + 2 :]
         g_states = g_out[:n]  # for E^1 .. E^L
-        g_mean = None if g_h is None else g_h / (n + 1)
+        first = ctx.first_layer
+        g_mean = None if g_h is None else g_h / (n + 1 - first)
         g_z = None  # Σ_l γ_l ⊙ G_l, started at the top layer
         g_c, g_w = [], []  # ∂c_l = g_s,l and ∂w_e,l, top layer first
         w_rows = w_e.unbind(0)
         g_e = None  # gradient of the state above the current layer, E^{l+1}
         for layer in range(n, -1, -1):
             e, gamma = states[layer], gammas[layer]
+            mean = g_mean if layer >= first else None  # F_l's share of h's gradient
             if g_e is None:
-                g_f = g_mean if g_mean is not None else torch.zeros_like(e)
-            elif g_mean is None:
+                g_f = mean if mean is not None else torch.zeros_like(e)
+            elif mean is None:
                 g_f = torch.sparse.mm(ctx.adj, g_e)
             else:
-                g_f = torch.addmm(g_mean, ctx.adj, g_e)  # ḡ_h/(L+1) + Â G_{E^{l+1}}
+                g_f = torch.addmm(mean, ctx.adj, g_e)  # ḡ_h/(L+1−l₀) + Â G_{E^{l+1}}
             g_s = (z - e).mul_(g_f).sum(1).mul_(slopes[layer])
             g_c.append(g_s)
             g_w.append(torch.mv(e.t(), g_s))
@@ -118,4 +126,4 @@ class _GatedPropagation(torch.autograd.Function):
         g_c, g_w = torch.stack(g_c[::-1]), torch.stack(g_w[::-1])  # [L+1, N], [L+1, d]
         g_z.addmm_(g_c.t(), w_z)  # through c: Σ_l g_s,l w_z,lᵀ
         return (None, g_e, g_z, None, None, g_w, g_c @ z, torch.mv(g_c, deg_norm),
-                g_c.sum(1), None)
+                g_c.sum(1), None, None)

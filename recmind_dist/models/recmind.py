@@ -19,7 +19,8 @@ RecMind composes three components, each reading its settings from the one
 propagation, ``gate = none``) with [g ‖ z] (``late_fusion = concat``) or (g + z)/2
 (``mean``); ``language`` with z alone (no graph at all). The layer mean is over the *fused*
 states, so z reaches h directly: a cold item (no training edge, E^{l≥1} = 0) still gets
-h = 1/(L+1)[(1−γ⁰)E⁰ + Σ_l γ^l z]. With ``isolated_text_only`` (learned gate) such a node's
+h = 1/(L+1)[(1−γ⁰)E⁰ + Σ_l γ^l z] (``readout_layer0 = false``: the mean of Ẽ^1..Ẽ^L,
+SimGCL's and XSimGCL's readout). With ``isolated_text_only`` (learned gate) such a node's
 gate is pinned to γ ≡ 1, so its h is exactly z; with ``isolated_norm = warm_mean`` it is
 scored with z's direction at the mean ‖h‖ of the items with edges.
 
@@ -54,8 +55,7 @@ E'^{l+1} = Â Ẽ'^l + n_l (the gates read E'^l), and
     simgcl:   L = L_rank(h)  + λ_cl · cl(h', h'') + …       (two extra perturbed passes)
 
 with cl the batch's user + item InfoNCE (:func:`recmind_dist.models.simgcl.batch_contrastive`).
-Unlike SimGCL/XSimGCL the readout keeps the fused layer 0 (it carries z, and so an unseen
-item's h). Evaluation uses the clean propagation. The noise comes from the model's
+Whether h keeps layer 0 is ``readout_layer0`` (SimGCL/XSimGCL leave it out). Evaluation uses the clean propagation. The noise comes from the model's
 :class:`~recmind_dist.models.rng.SeededGenerator` (seeded from the run seed; only with a
 perturbed backbone, so a lightgcn-backbone model's state dict is unchanged).
 

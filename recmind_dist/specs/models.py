@@ -160,6 +160,10 @@ class RecMindSpec(Spec):
                           "InfoNCE (XSimGCL's tuned value)")
     cl_layer: int = Field(1, ge=1, description="backbone xsimgcl: l*, the layer contrasted "
                           "with the final mean (1..layers)")
+    readout_layer0: bool = Field(
+        True, description="include the fused layer 0 in the layer mean h (LightGCN's "
+        "readout); false = mean of layers 1..L (SimGCL/XSimGCL's readout; an edgeless "
+        "pinned node's h is still z)")
     tau: float = Field(
         0.2, gt=0,
         description="InfoNCE temperature on cosine similarities; 0.2 is the usual value for "
@@ -324,6 +328,8 @@ class RecMindSpec(Spec):
         if self.readout != "fused" and self.gate != "none":
             raise ValueError(f"readout={self.readout} combines views after propagation; it "
                              f"needs gate=none (got gate={self.gate})")
+        if not self.readout_layer0 and self.layers < 1:
+            raise ValueError("readout_layer0=false reads out layers 1..L: it needs layers >= 1")
         if self.backbone != "lightgcn":
             if self.readout == "language":
                 raise ValueError(f"backbone={self.backbone} perturbs the graph propagation; "

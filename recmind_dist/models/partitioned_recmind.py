@@ -256,8 +256,8 @@ class PartitionedRecMind(RecMind):
                 out[key] = rows[key].cpu()
             elif key == FALLBACK_KEY:
                 out[key] = (~rows["language.has_text"]).nonzero().squeeze(1).cpu()
-            else:
-                out[key] = value.cpu()
+            else:  # a copy: state_dict() tensors share the live parameters' storage
+                out[key] = value.cpu().clone()
         return out
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -224,3 +224,60 @@ def test_partitioned_recmind_refuses_what_it_cannot_run():
 
     with pytest.raises(InputError, match="encoder"):
         PartitionedRecMind(single, lg, "cpu")
+
+
+# ------------------------------------------------------------------ train.mode: partitioned
+
+
+def test_train_mode_partitioned_follows_single_process(tmp_path: Path):
+    """Ray Train, 2 workers, ``train.mode: partitioned`` with a RecMind spec: the final
+    parameters (gathered to the single-process state dict, loaded into the driver's model)
+    and the test metrics follow the single-process run. The workers reseed torch's RNG
+    before training; the reference does too, so both draw the same alignment subsets and
+    cold-dropout masks. Both alignment views are trained (so no parameter's update is
+    round-off, see :func:`_train`)."""
+    import pickle
+
+    from _dist_helpers import tiny_spec, write_tiny
+
+    from recmind_dist.embed.ray_runtime import ensure_ray, shutdown_ray
+    from recmind_dist.eval.evaluator import SplitEvaluator
+    from recmind_dist.pipeline import prepare, worker_model
+    from recmind_dist.train.distributed import train_distributed
+    from recmind_dist.train.loop import seed_everything, train_model
+
+    spec = tiny_spec(write_tiny(tmp_path), epochs=3)
+    spec = spec.model_copy(update={
+        "model": RecMindSpec(dim=16, layers=2, warmup_epochs=1, align_nodes=16, queue_size=32,
+                             cold_dropout=0.2, align_grad="both", adapter_hidden=0),
+        "train": spec.train.model_copy(update={"workers": 2, "mode": "partitioned",
+                                               "partitioner": "metis"}),
+        "data": spec.data.model_copy(update={"cache_dir": tmp_path / "cache"})})
+    seed_everything(spec.seed)
+    _, data = prepare(spec)
+    rng = np.random.default_rng(4)
+    uh, ih = rng.random(data.n_users) > 0.1, rng.random(data.n_items) > 0.1
+    feats = NodeFeatures(rng.normal(size=(data.n_users, 12)) * uh[:, None],
+                         rng.normal(size=(data.n_items, 12)) * ih[:, None], uh, ih)
+    inputs = ModelInputs(features=feats)
+    model = build_model(spec.model, data, inputs)
+    init = pickle.loads(pickle.dumps(model))  # deepcopy cannot copy sparse CSR tensors
+    seed_everything(spec.seed)  # as every worker does before training
+    ref = train_model(model, data, spec.train.model_copy(update={"workers": 1}),
+                      SplitEvaluator(data, spec.eval), spec.seed, progress=False)
+    ensure_ray(num_cpus=2)
+    try:
+        out = train_distributed(spec, data, worker_model(spec, data, inputs), model=init,
+                                storage_path=tmp_path / "ray")
+    finally:
+        shutdown_ray()
+    init.load_state_dict(out.state_dict)  # the driver's model takes the gathered state
+    want = model.state_dict()
+    assert list(out.state_dict) == list(want)
+    for key, value in want.items():
+        torch.testing.assert_close(out.state_dict[key], value, atol=1e-4, rtol=1e-4, msg=key)
+    assert [r["epoch"] for r in out.result.history] == [1, 2, 3]
+    for a, b in zip(out.result.history, ref.history, strict=True):
+        assert a["train/align"] == pytest.approx(b["train/align"], abs=1e-4)
+    for k in ("recall_at_20", "ndcg_at_20"):
+        assert out.result.test[k] == pytest.approx(ref.test[k], abs=1e-3)

@@ -229,10 +229,12 @@ def test_partitioned_recmind_refuses_what_it_cannot_run():
 # ------------------------------------------------------------------ train.mode: partitioned
 
 
-def test_train_mode_partitioned_follows_single_process(tmp_path: Path):
-    """Ray Train, 2 workers, ``train.mode: partitioned`` with a RecMind spec: the final
-    parameters (gathered to the single-process state dict, loaded into the driver's model)
-    and the test metrics follow the single-process run. The workers reseed torch's RNG
+def test_train_mode_partitioned_follows_single_process(tmp_path: Path, monkeypatch):
+    """Ray Train, 2 workers, ``train.mode: partitioned`` with a RecMind spec, worker 1 killed
+    after the first batch of epoch 3 and the group resumed from the epoch-2 checkpoint (every
+    worker's own rows, optimiser state and queues): the final parameters (gathered to the
+    single-process state dict, loaded into the driver's model) and the test metrics follow
+    the uninterrupted single-process run. The workers reseed torch's RNG
     before training; the reference does too, so both draw the same alignment subsets and
     cold-dropout masks. Both alignment views are trained (so no parameter's update is
     round-off, see :func:`_train`)."""
@@ -243,7 +245,12 @@ def test_train_mode_partitioned_follows_single_process(tmp_path: Path):
     from recmind_dist.embed.ray_runtime import ensure_ray, shutdown_ray
     from recmind_dist.eval.evaluator import SplitEvaluator
     from recmind_dist.pipeline import prepare, worker_model
-    from recmind_dist.train.distributed import train_distributed
+    from recmind_dist.train.distributed import (
+        FAIL_AT_EPOCH_ENV,
+        FAIL_MARKER_ENV,
+        FAIL_RANK_ENV,
+        train_distributed,
+    )
     from recmind_dist.train.loop import seed_everything, train_model
 
     spec = tiny_spec(write_tiny(tmp_path), epochs=3)
@@ -251,7 +258,7 @@ def test_train_mode_partitioned_follows_single_process(tmp_path: Path):
         "model": RecMindSpec(dim=16, layers=2, warmup_epochs=1, align_nodes=16, queue_size=32,
                              cold_dropout=0.2, align_grad="both", adapter_hidden=0),
         "train": spec.train.model_copy(update={"workers": 2, "mode": "partitioned",
-                                               "partitioner": "metis"}),
+                                               "partitioner": "metis", "max_failures": 1}),
         "data": spec.data.model_copy(update={"cache_dir": tmp_path / "cache"})})
     seed_everything(spec.seed)
     _, data = prepare(spec)
@@ -265,12 +272,17 @@ def test_train_mode_partitioned_follows_single_process(tmp_path: Path):
     seed_everything(spec.seed)  # as every worker does before training
     ref = train_model(model, data, spec.train.model_copy(update={"workers": 1}),
                       SplitEvaluator(data, spec.eval), spec.seed, progress=False)
+    marker = tmp_path / "killed.marker"
+    monkeypatch.setenv(FAIL_AT_EPOCH_ENV, "3")
+    monkeypatch.setenv(FAIL_MARKER_ENV, str(marker))
+    monkeypatch.setenv(FAIL_RANK_ENV, "1")
     ensure_ray(num_cpus=2)
     try:
         out = train_distributed(spec, data, worker_model(spec, data, inputs), model=init,
                                 storage_path=tmp_path / "ray")
     finally:
         shutdown_ray()
+    assert marker.exists() and out.restarts == 1, "the test hook did not fire"
     init.load_state_dict(out.state_dict)  # the driver's model takes the gathered state
     want = model.state_dict()
     assert list(out.state_dict) == list(want)

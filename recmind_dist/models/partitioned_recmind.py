@@ -47,7 +47,8 @@ RecMind's keys; node-row entries hold the own rows (:data:`NODE_ROW_KEYS`),
 
 Refused partitioned (:class:`~recmind_dist.errors.InputError`): ``encoder: lora`` (the LoRA
 text tower re-encodes arbitrary nodes' texts through the LM with gradient each step and keeps
-a full text table). Every other setting (gates, readouts, ablation presets, fallback, cold
+a full text table) and a ``backbone`` other than lightgcn (SimGCL/XSimGCL noise and their
+contrastive term). Every other setting (gates, readouts, ablation presets, fallback, cold
 dropout, warm negatives, ``id_init``, text controls) runs partitioned.
 """
 
@@ -114,6 +115,12 @@ class PartitionedRecMind(RecMind):
             raise InputError("job spec", "model.encoder", "train.mode: partitioned runs RecMind "
                              "on precomputed text vectors; encoder: lora (end-to-end LoRA "
                              "text tower) is single-process or replicated only")
+        # main's RecMindSpec.backbone (simgcl/xsimgcl: noise on every propagated state from
+        # the model's generator, and a contrastive term) has no partitioned form yet
+        backbone = getattr(single.spec, "backbone", "lightgcn")
+        if backbone != "lightgcn":
+            raise InputError("job spec", "model.backbone", f"train.mode: partitioned runs "
+                             f"RecMind on the lightgcn backbone only (got {backbone!r})")
         if lg.parts is None:
             raise InputError("partition plan", "parts", "the local graph must keep the node "
                              "partition (split_graph(keep_parts=True))")
@@ -140,6 +147,7 @@ class PartitionedRecMind(RecMind):
         self.alignment = copy.deepcopy(single.alignment)
         self.gate = copy.deepcopy(single.gate)
         self.phase = single.phase
+        self.rng = None  # no backbone noise (lightgcn backbone only)
         self._parts, self._pos = owner_maps(lg, device)
         self._full: tuple[torch.Tensor, torch.Tensor] | None = None
         self.to(device)

@@ -565,7 +565,8 @@ def test_cold_dropout_scores_dropped_items_with_their_language_view():
     half = _model(variant="no_align", cold_dropout=0.5)
     v = half.forward_views()
     torch.manual_seed(3)
-    s_pos, s_neg = half._bpr_scores(v.h, v.z, batch.users, batch.pos, batch.neg)
+    drop = half.cold_drop(len(batch.pos), batch.pos.device)
+    s_pos, s_neg = half._bpr_scores(v.h, v.z, batch.users, batch.pos, batch.neg, NU, drop)
     u = v.h[batch.users]  # users are never dropped
     for got, items in ((s_pos, batch.pos), (s_neg, batch.neg)):
         with_h = (u * v.h[NU + items]).sum(-1)

@@ -13,8 +13,9 @@ gradient back to the owners, which add it onto their rows (``index_add``). So a 
 own rows + halo (+ the Adam state of its own rows), never the whole table, and the result
 equals single-process propagation up to float round-off (tests: 2 and 3 workers).
 
-The model over it is :class:`recmind_dist.models.partitioned_lightgcn.PartitionedLightGCN`;
-the driver's partition plan is :func:`recmind_dist.train.partition_plan.plan_partition`.
+The models over it are :class:`recmind_dist.models.partitioned_lightgcn.PartitionedLightGCN`
+and :class:`recmind_dist.models.partitioned_recmind.PartitionedRecMind`; the driver's partition
+plan is :func:`recmind_dist.train.partition_plan.plan_partition`.
 """
 
 from __future__ import annotations
@@ -35,8 +36,11 @@ log = logging.getLogger(__name__)
 __all__ = [
     "LocalGraph",
     "PartitionedAdjacency",
+    "all_gather_rows",
     "exchange_rows",
     "fetch_rows",
+    "gather_full",
+    "owner_maps",
     "split_graph",
 ]
 
@@ -202,3 +206,50 @@ def fetch_rows(x_own: torch.Tensor, ids: torch.Tensor, parts: torch.Tensor,
     out = torch.empty_like(got)
     out = out.index_copy(0, order, got)  # differentiable scatter back to request order
     return out
+
+
+def owner_maps(lg: LocalGraph, device: torch.device | str = "cpu"
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(owner rank, row position at the owner) of every global node, as int64 tensors -- what
+    :func:`fetch_rows` needs to find a row (``lg.parts`` must be kept)."""
+    parts = np.asarray(lg.parts, dtype=np.int64)
+    pos = np.empty(lg.n_nodes, dtype=np.int64)
+    for r in range(lg.world):
+        sel = np.flatnonzero(parts == r)
+        pos[sel] = np.arange(len(sel))
+    return torch.from_numpy(parts).to(device), torch.from_numpy(pos).to(device)
+
+
+def gather_full(x_own: torch.Tensor, lg: LocalGraph, group: Any = None) -> torch.Tensor | None:
+    """Collective: the full table ``[N, ...]`` of the per-worker rows ``x_own`` ``[n_own, ...]``
+    on rank 0 (None elsewhere), via a padded ``dist.gather`` (bool tables travel as uint8)."""
+    parts = lg.parts
+    n_max = max(int((parts == r).sum()) for r in range(lg.world))
+    flat = x_own.reshape(x_own.shape[0], -1)
+    send = flat.to(torch.uint8) if flat.dtype == torch.bool else flat
+    pad = send.new_zeros((n_max, send.shape[1]))
+    pad[: send.shape[0]] = send
+    bufs = [torch.empty_like(pad) for _ in range(lg.world)] if lg.rank == 0 else None
+    dist.gather(pad, bufs, dst=0, group=group)
+    if lg.rank != 0:
+        return None
+    full = pad.new_empty((lg.n_nodes, pad.shape[1]))
+    for r in range(lg.world):
+        sel = torch.from_numpy(np.flatnonzero(parts == r)).to(full.device)
+        full[sel] = bufs[r][: len(sel)]
+    return full.to(x_own.dtype).reshape(lg.n_nodes, *x_own.shape[1:])
+
+
+def all_gather_rows(x: torch.Tensor, world: int, group: Any = None
+                    ) -> tuple[torch.Tensor, list[int]]:
+    """(``cat([x_0, ..., x_{W-1}], 0)`` over workers, the row count of each), not
+    differentiable (e.g. batch ids); the first dimension may differ between workers."""
+    n = torch.tensor([x.shape[0]], dtype=torch.int64, device=x.device)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(sizes, n, group=group)
+    counts = [int(s) for s in sizes]
+    pad = x.new_zeros((max(counts), *x.shape[1:]))
+    pad[: x.shape[0]] = x
+    parts = [torch.empty_like(pad) for _ in range(world)]
+    dist.all_gather(parts, pad.contiguous(), group=group)
+    return torch.cat([p[:c] for p, c in zip(parts, counts, strict=True)], 0), counts

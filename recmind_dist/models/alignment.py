@@ -82,13 +82,29 @@ class Alignment(nn.Module):
                 nodes: torch.Tensor, language: LanguageView) -> torch.Tensor:
         """L_align for ``nodes`` (k users then k items); ``graph_rows(nodes)`` gives their
         graph view. Enqueues this step's keys and graph views afterwards."""
-        a = F.normalize(z.index_select(0, nodes), dim=1).view(2, -1, z.shape[1])
+        a, b = self.pair_rows(z, graph_rows, nodes)
+        shape = (2, -1, z.shape[1])
+        return self.contrast(a.view(shape), b.view(shape),
+                             self.keys(language, nodes, z).view(shape), self.gather)
+
+    def pair_rows(self, z: torch.Tensor, graph_rows: Callable[[torch.Tensor], torch.Tensor],
+                  nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ẑ, ĝ) of ``nodes`` as ``[n, d]`` each: the language view with gradient, the graph
+        view with gradient only for ``align_grad = both``."""
+        a = F.normalize(z.index_select(0, nodes), dim=1)
         # language-side alignment: the graph view is a target, not trained here
         with torch.set_grad_enabled(self.spec.align_grad == "both" and torch.is_grad_enabled()):
-            b = F.normalize(graph_rows(nodes), dim=1).view_as(a)
+            b = F.normalize(graph_rows(nodes), dim=1)
+        return a, b
+
+    def contrast(self, a: torch.Tensor, b: torch.Tensor, keys: torch.Tensor,
+                 gather: GatherFn | None) -> torch.Tensor:
+        """The symmetric InfoNCE of ẑ ``a`` and ĝ ``b`` (``[2, k, d]``: users, items) against
+        the queues, then ``keys`` (the momentum keys of the same nodes) and ĝ enqueued --
+        every row after ``gather`` (None: as given)."""
         qz, qg = self.queues["z"], self.queues["g"]
-        loss = symmetric_infonce(a, b, self.spec.tau, qz.keys(), qg.keys(), self.gather)
+        loss = symmetric_infonce(a, b, self.spec.tau, qz.keys(), qg.keys(), gather)
         with torch.no_grad():
-            qz.enqueue(gather_rows(self.keys(language, nodes, z).view_as(a), self.gather))
-            qg.enqueue(gather_rows(b.detach(), self.gather))
+            qz.enqueue(gather_rows(keys, gather))
+            qg.enqueue(gather_rows(b.detach(), gather))
         return loss

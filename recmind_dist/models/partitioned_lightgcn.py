@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 
-from recmind_dist.graph.partitioned import LocalGraph, PartitionedAdjacency, fetch_rows
+from recmind_dist.graph.partitioned import (
+    LocalGraph,
+    PartitionedAdjacency,
+    fetch_rows,
+    gather_full,
+    owner_maps,
+)
 from recmind_dist.losses import bpr_loss, l2_batch
 from recmind_dist.models.base import Batch
 from recmind_dist.models.lightgcn import LightGCN, LightGCNSettings
@@ -49,13 +53,7 @@ class PartitionedLightGCN(LightGCN):
             else:
                 g = torch.Generator().manual_seed(seed * 1000 + lg.rank)
                 self.embedding.weight.copy_(torch.randn(lg.n_own, spec.dim, generator=g) * 0.1)
-        parts = lg.parts
-        pos = np.empty(lg.n_nodes, dtype=np.int64)
-        for r in range(lg.world):
-            sel = np.flatnonzero(parts == r)
-            pos[sel] = np.arange(len(sel))
-        self._parts = torch.from_numpy(parts.astype(np.int64)).to(device)
-        self._pos = torch.from_numpy(pos).to(device)
+        self._parts, self._pos = owner_maps(lg, device)
         self._full: tuple[torch.Tensor, torch.Tensor] | None = None
         self.to(device)
 
@@ -75,28 +73,13 @@ class PartitionedLightGCN(LightGCN):
         reg = self.reg * l2_batch(*eb.chunk(3))
         return bpr + reg, {"bpr": float(bpr.detach()), "reg": float(reg.detach())}
 
-    def _gather_full(self, x_own: torch.Tensor) -> torch.Tensor | None:
-        """The full table on rank 0 (None elsewhere), via padded ``dist.gather``."""
-        n_max = max(int((self.lg.parts == r).sum()) for r in range(self.world))
-        pad = x_own.new_zeros((n_max, x_own.shape[1]))
-        pad[: x_own.shape[0]] = x_own
-        bufs = [torch.empty_like(pad) for _ in range(self.world)] if self.rank == 0 else None
-        dist.gather(pad, bufs, dst=0)
-        if self.rank != 0:
-            return None
-        full = x_own.new_empty((self.lg.n_nodes, x_own.shape[1]))
-        for r in range(self.world):
-            sel = torch.from_numpy(np.flatnonzero(self.lg.parts == r))
-            full[sel] = bufs[r][: len(sel)]
-        return full
-
     @torch.no_grad()
     def gather_for_eval(self, full_state: bool = False) -> dict[str, torch.Tensor] | None:
         """Collective: rank 0 caches the full representations for evaluation; with
         ``full_state`` also returns the single-process LightGCN state dict (rank 0)."""
         h = self.layer_mean(self.embedding.weight)
-        full_h = self._gather_full(h)
-        full_e = self._gather_full(self.embedding.weight) if full_state else None
+        full_h = gather_full(h, self.lg)
+        full_e = gather_full(self.embedding.weight, self.lg) if full_state else None
         if self.rank == 0:
             self._full = (full_h[: self.n_users], full_h[self.n_users :])
             if full_state:

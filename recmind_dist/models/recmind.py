@@ -225,7 +225,11 @@ class RecMind(Recommender):
         return views.h
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
-        rep = self.readout(self.forward_views())
+        return self.scored(self.readout(self.forward_views()))
+
+    def scored(self, rep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(users, items) of the readout ``rep`` of all N nodes as scored: with
+        ``isolated_norm = warm_mean`` the edgeless items rescaled (module docstring)."""
         users, items = rep[: self.n_users], rep[self.n_users :]
         iso = ~self.item_warm
         if (self.spec.isolated_norm == "warm_mean" and self.spec.isolated_text_only  # h = z
@@ -283,7 +287,9 @@ class RecMind(Recommender):
                 keep = self.item_warm[neg]
                 if not bool(keep.all()):
                     users, pos, neg = users[keep], pos[keep], neg[keep]
-            parts["bpr"] = bpr_loss(*self._bpr_scores(rep, views.z, users, pos, neg))
+            drop = self.cold_drop(len(pos), pos.device)
+            parts["bpr"] = bpr_loss(*self._bpr_scores(rep, views.z, users, pos, neg,
+                                                      self.n_users, drop))
             parts["reg"] = self.spec.reg * layer0_l2(self.embedding.weight, self.n_users, batch)
             loss = parts["bpr"] + parts["reg"]
             if backbone != "lightgcn" and self.spec.cl_lambda > 0:
@@ -299,19 +305,33 @@ class RecMind(Recommender):
         out["warmup"] = float(warm)
         return loss, out
 
-    def _bpr_scores(self, rep: torch.Tensor, z: torch.Tensor, users: torch.Tensor,
-                    pos: torch.Tensor, neg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(h_uᵀx_i, h_uᵀx_j) for the BPR triples. x is the item's h, or -- cold-item dropout
-        -- its z, independently with probability ``cold_dropout`` per positive and per
-        negative. The dropped triples' scores are recomputed from z rows gathered for them
-        alone and written over the h scores (a [B] vector), so no [N + I, d] table of h and z
-        is built and scattered back."""
-        nu = self.n_users
+    def cold_drop(self, n: int, device: torch.device) -> torch.Tensor | None:
+        """Cold-item dropout's draw for ``n`` BPR triples: ``[2, n]`` bool (row 0: replace
+        the positive by its z, row 1: the negative), each True with probability
+        ``cold_dropout``; None where the dropout is off."""
+        if self.cold_dropout_on():
+            return torch.rand(2, n, device=device) < self.spec.cold_dropout
+        return None
+
+    def cold_dropout_on(self) -> bool:
+        """Whether BPR triples' items are scored with z at random (``cold_dropout`` > 0,
+        where an edgeless item's h is z: ``isolated_text_only``)."""
+        return self.spec.cold_dropout > 0 and self.spec.isolated_text_only
+
+    @staticmethod
+    def _bpr_scores(rep: torch.Tensor, z: torch.Tensor, users: torch.Tensor, pos: torch.Tensor,
+                    neg: torch.Tensor, item_offset: int, drop: torch.Tensor | None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(h_uᵀx_i, h_uᵀx_j) for the BPR triples; item ``i``'s row of ``rep`` and ``z`` is
+        ``item_offset + i``. x is the item's h, or -- cold-item dropout, ``drop``
+        (:meth:`cold_drop`) -- its z. The dropped triples' scores are recomputed from z rows
+        gathered for them alone and written over the h scores (a [B] vector), so no
+        [N + I, d] table of h and z is built and scattered back."""
+        nu = item_offset
         u = rep.index_select(0, users)  # index_select: cheaper backward than rep[idx]
         s_pos = (u * rep.index_select(0, nu + pos)).sum(-1)
         s_neg = (u * rep.index_select(0, nu + neg)).sum(-1)
-        if self.spec.cold_dropout > 0 and self.spec.isolated_text_only:
-            drop = torch.rand(2, len(pos), device=pos.device) < self.spec.cold_dropout
+        if drop is not None:
             dp, dn = drop[0].nonzero().squeeze(1), drop[1].nonzero().squeeze(1)
             z_rows = z.index_select(0, nu + torch.cat([pos[dp], neg[dn]]))
             s_z = (u.index_select(0, torch.cat([dp, dn])) * z_rows).sum(-1)

@@ -150,6 +150,18 @@ def _build_recmind(spec: RecMindSpec, data: SplitData, inputs: ModelInputs,
     )
 
 
+def _build_partitioned_recmind(spec: RecMindSpec, data: SplitData, local_graph: Any,
+                               device: torch.device, init: Recommender | None,
+                               seed: int) -> Recommender:
+    from recmind_dist.models.partitioned_recmind import PartitionedRecMind
+
+    if init is None:  # centring, PCA and id_init need every node's text: the driver's model
+        raise InputError("job spec", "train.mode", "partitioned RecMind starts from the "
+                         "driver's single-process model (train_distributed(model=...), as "
+                         "the pipeline passes it)")
+    return PartitionedRecMind(init, local_graph, device)
+
+
 def _gat_needs(spec: GATLLMSpec) -> frozenset[str]:
     if spec.features == "id":
         return frozenset()
@@ -188,7 +200,8 @@ REGISTRY: dict[str, ModelEntry] = {
                            _build_partitioned_lightgcn),
     "simgcl": ModelEntry(SimGCLSpec, _build_simgcl, _nothing, False),
     "xsimgcl": ModelEntry(XSimGCLSpec, _build_xsimgcl, _nothing, False),
-    "recmind": ModelEntry(RecMindSpec, _build_recmind, _recmind_needs, True),
+    "recmind": ModelEntry(RecMindSpec, _build_recmind, _recmind_needs, True,
+                          _build_partitioned_recmind),
     "gat_llm": ModelEntry(GATLLMSpec, _build_gat_llm, _gat_needs, True),
     "llmrec": ModelEntry(LLMRecSpec, _build_llmrec, _llmrec_needs, True),
 }

@@ -115,9 +115,9 @@ class PartitionedRecMind(RecMind):
             raise InputError("job spec", "model.encoder", "train.mode: partitioned runs RecMind "
                              "on precomputed text vectors; encoder: lora (end-to-end LoRA "
                              "text tower) is single-process or replicated only")
-        # main's RecMindSpec.backbone (simgcl/xsimgcl: noise on every propagated state from
-        # the model's generator, and a contrastive term) has no partitioned form yet
-        backbone = getattr(single.spec, "backbone", "lightgcn")
+        # simgcl/xsimgcl (noise on every propagated state from the model's generator, and a
+        # contrastive term) have no partitioned form yet
+        backbone = single.spec.backbone
         if backbone != "lightgcn":
             raise InputError("job spec", "model.backbone", f"train.mode: partitioned runs "
                              f"RecMind on the lightgcn backbone only (got {backbone!r})")

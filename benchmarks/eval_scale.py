@@ -16,7 +16,7 @@
    scores at a time with a running top-K, and the metric sums are all-reduced.
 
 Per run: test users evaluated, items, seconds (slowest worker, from a barrier to the
-all-reduced metrics), peak RSS per worker (VmHWM; includes the full tables and the sparse
+all-reduced metrics), CPU seconds (all workers; the work, whatever the box's load), peak RSS per worker (VmHWM; includes the full tables and the sparse
 train/test matrices every worker loads), the 1-minute load average before and after, and
 Recall@20 (equal across worker counts). ``--max-users N`` ranks only the first N test users
 (then the table says so).
@@ -60,13 +60,13 @@ def _worker(rank: int, world: int, tmp: str, threads: int, tag: str) -> None:
     with open(f"{tmp}/problem.pkl", "rb") as f:
         p = pickle.load(f)
     dist.barrier()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     metrics = evaluate_ranking(p["user"], p["item"], p["truth"], p["exclude"], p["ks"],
                                p["buckets"], p["batch_users"], p["progress"] and rank == 0,
                                p["chunk_items"], over_workers=True)
-    seconds = time.perf_counter() - t0
+    seconds, cpu_s = time.perf_counter() - t0, time.process_time() - c0
     with open(f"{tmp}/res-{tag}-{rank}.json", "w") as f:
-        json.dump({"rank": rank, "seconds": seconds, "peak_rss_mb": _peak_rss_mb(),
+        json.dump({"rank": rank, "seconds": seconds, "cpu_s": cpu_s, "peak_rss_mb": _peak_rss_mb(),
                    "metrics": metrics}, f)
     dist.barrier()
     dist.destroy_process_group()
@@ -150,6 +150,7 @@ def main() -> None:
                    "threads": args.threads, "dim": args.dim,
                    "batch_users": prob["batch_users"], "chunk_items": prob["chunk_items"],
                    "seconds": max(x["seconds"] for x in res), "wall_s": wall,
+                   "cpu_s": sum(x["cpu_s"] for x in res),
                    "prep_s": prep_s, "peak_rss_mb": [x["peak_rss_mb"] for x in res],
                    "load_before": load_before, "load_after": os.getloadavg()[0],
                    "recall_at_20": res[0]["metrics"].get("recall_at_20"),
@@ -160,11 +161,11 @@ def main() -> None:
     print(f"full-ranking evaluation, dim {args.dim}, {args.threads} torch thread(s)/worker, "
           f"top-K over every item, train+valid items masked, degree buckets")
     print(f"{'nodes':>10}{'users eval':>12}{'items':>10}{'workers':>8}{'chunk':>14}"
-          f"{'seconds':>9}{'users/s':>9}{'peak RSS MB/worker':>20}{'load 1m':>12}{'R@20':>9}")
+          f"{'seconds':>9}{'CPU s':>9}{'users/s':>9}{'peak RSS MB/worker':>20}{'load 1m':>12}{'R@20':>9}")
     for r in rows:
         rss = "/".join(f"{x:.0f}" for x in r["peak_rss_mb"])
         print(f"{r['nodes']:>10,}{r['users_evaluated']:>12,}{r['items']:>10,}{r['workers']:>8}"
-              f"{r['batch_users']:>6}x{r['chunk_items']:<7}{r['seconds']:>9.1f}"
+              f"{r['batch_users']:>6}x{r['chunk_items']:<7}{r['seconds']:>9.1f}{r['cpu_s']:>9.1f}"
               f"{r['users_evaluated'] / r['seconds']:>9.0f}{rss:>20}"
               f"{r['load_before']:>6.1f}/{r['load_after']:<5.1f}{r['recall_at_20']:>9.5f}")
     if args.json:

@@ -36,13 +36,21 @@ class SplitEvaluator:
     @torch.no_grad()
     def evaluate(self, model: Recommender, split: str = "valid", buckets: bool = True,
                  progress: bool = False, over_workers: bool = False) -> dict:
-        """Metrics of ``model`` on ``split`` (chunked full ranking, ``EvalSpec.batch_users`` x
-        ``EvalSpec.chunk_items`` scores at a time). ``over_workers``: called by every worker
-        of a process group, each ranks its share of the users; all get every user's metrics."""
+        """Metrics of ``model`` on ``split`` (see :meth:`evaluate_tables`)."""
         was_training = model.training
         model.eval()
         user_repr, item_repr = model.representations()
         model.train(was_training)
+        return self.evaluate_tables(user_repr, item_repr, split, buckets, progress, over_workers)
+
+    @torch.no_grad()
+    def evaluate_tables(self, user_repr: torch.Tensor, item_repr: torch.Tensor,
+                        split: str = "valid", buckets: bool = True, progress: bool = False,
+                        over_workers: bool = False) -> dict:
+        """Metrics of the full representation tables on ``split``: chunked full ranking,
+        ``EvalSpec.batch_users`` x ``EvalSpec.chunk_items`` scores at a time.
+        ``over_workers``: called by every worker of a process group with the same tables,
+        each ranks its share of the users; all get every user's metrics."""
         truth = self.valid_mat if split == "valid" else self.test_mat
         return evaluate_ranking(
             user_repr,

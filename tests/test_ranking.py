@@ -1,9 +1,11 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from recmind_dist.eval.ranking import degree_buckets, evaluate_ranking, interaction_matrix
+from recmind_dist.eval.topk import rank_topk
 
 
 def brute_force(scores, truth_sets, exclude_sets, ks, bucket=None):
@@ -78,3 +80,121 @@ def test_degree_buckets_partition_items():
     assert np.all(total == 1)
     assert list(np.flatnonzero(b["cold"])) == [0, 1, 2]
     assert list(np.flatnonzero(b["head"])) == [5, 6]
+
+
+# --------------------------------------------------------------------------------------------
+# chunked full ranking (users x item chunks, running top-K) and the split over workers
+
+
+def _masked_problem(seed: int = 2, nu: int = 37, ni: int = 53):
+    """Tie-free random scores; users 0-2 have all but 2, 1 and 0 unmasked test items (so
+    fewer candidates than K), the rest random train/test items; some users have no test."""
+    rng = np.random.default_rng(seed)
+    user = torch.from_numpy(rng.standard_normal((nu, 6))).float()
+    item = torch.from_numpy(rng.standard_normal((ni, 6))).float()
+    train, test = [], []
+    for u in range(nu):
+        perm = rng.permutation(ni)
+        if u < 3:
+            keep = perm[: 2 - u + 1]  # 3, 2, 1 items left unmasked
+            train += [(u, i) for i in perm[len(keep):]]
+            test += [(u, i) for i in keep[: 2 - u]]  # 2, 1, 0 of them held out
+        else:
+            train += [(u, i) for i in perm[:12]]
+            if u % 5:
+                test += [(u, i) for i in perm[12 : 12 + 1 + u % 4]]
+    return user, item, np.array(train), np.array(test)
+
+
+def _reference(user, item, train, test, ks, buckets):
+    scores = (user.double() @ item.double().T).numpy()
+    nu = len(user)
+    truth_sets = {u: set(test[test[:, 0] == u, 1]) for u in np.unique(test[:, 0])}
+    excl_sets = {u: set(train[train[:, 0] == u, 1]) for u in range(nu)}
+    ref = brute_force(scores, truth_sets, excl_sets, ks)
+    for name, mask in buckets.items():
+        ref.update({f"{name}/{k}": v for k, v in
+                    brute_force(scores, truth_sets, excl_sets, ks, bucket=mask).items()})
+    return ref
+
+
+@pytest.mark.parametrize("chunk_items,batch_users", [(1, 5), (7, 4), (16, 37), (52, 6),
+                                                      (53, 10), (None, 8), (1000, 3)])
+def test_chunked_ranking_matches_brute_force(chunk_items, batch_users):
+    user, item, train, test = _masked_problem()
+    nu, ni = len(user), len(item)
+    ks = [1, 3, 10, 20]
+    deg = np.bincount(train[:, 1], minlength=ni)
+    buckets = degree_buckets(deg, cold_degree=8, head_fraction=0.2)
+    got = evaluate_ranking(user, item, interaction_matrix(nu, ni, test),
+                           interaction_matrix(nu, ni, train), ks, buckets,
+                           batch_users=batch_users, chunk_items=chunk_items)
+    ref = _reference(user, item, train, test, ks, buckets)
+    assert got["n_users"] == len(np.unique(test[:, 0]))
+    for k, v in ref.items():
+        assert got[k] == pytest.approx(v, abs=1e-9), k
+
+
+@pytest.mark.parametrize("chunk_items", [1, 3, 10, 40, 41, None])
+def test_rank_topk_chunks_equal_one_dense_topk(chunk_items):
+    g = torch.Generator().manual_seed(4)
+    user, item = torch.randn(9, 5, generator=g), torch.randn(41, 5, generator=g)
+    excl = np.array([(u, i) for u in range(9) for i in range(u, 41, 3)])
+    exclude = interaction_matrix(9, 41, excl)
+    dense = user @ item.T
+    dense[excl[:, 0], excl[:, 1]] = -torch.inf
+    want_s, want_i = torch.topk(dense, 12, dim=1)
+    users = np.array([8, 0, 3, 5])
+    s, i = rank_topk(user, item, users, exclude, 12, chunk_items)
+    assert torch.equal(i, want_i[users])
+    torch.testing.assert_close(s, want_s[users], rtol=1e-6, atol=1e-6)
+
+
+def _eval_worker(rank: int, world: int, tmp: str) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    dist.init_process_group("gloo", init_method=f"file://{tmp}/pg", rank=rank,
+                            world_size=world)
+    from recmind_dist.eval import ranking
+
+    ranked = []  # the users this worker scores
+
+    def counting_rank_topk(user_repr, item_repr, users, *args):
+        ranked.extend(users.tolist())
+        return rank_topk(user_repr, item_repr, users, *args)
+
+    ranking.rank_topk = counting_rank_topk
+    user, item, train, test = _masked_problem()
+    nu, ni = len(user), len(item)
+    buckets = degree_buckets(np.bincount(train[:, 1], minlength=ni), 8, 0.2)
+    got = evaluate_ranking(user, item, interaction_matrix(nu, ni, test),
+                           interaction_matrix(nu, ni, train), [1, 3, 10, 20], buckets,
+                           batch_users=4, chunk_items=7, over_workers=True)
+    torch.save({"metrics": got, "ranked": ranked}, f"{tmp}/metrics{rank}.pt")
+    from _dist_helpers import end_worker
+
+    end_worker()
+
+
+def test_ranking_over_two_workers_equals_single_process(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.start_processes(_eval_worker, args=(2, str(tmp_path)), nprocs=2, start_method="spawn")
+    user, item, train, test = _masked_problem()
+    nu, ni = len(user), len(item)
+    buckets = degree_buckets(np.bincount(train[:, 1], minlength=ni), 8, 0.2)
+    single = evaluate_ranking(user, item, interaction_matrix(nu, ni, test),
+                              interaction_matrix(nu, ni, train), [1, 3, 10, 20], buckets,
+                              batch_users=1000)
+    outs = [torch.load(tmp_path / f"metrics{r}.pt") for r in range(2)]
+    ranked = [o["ranked"] for o in outs]  # each worker ranked its half of the users
+    assert sorted(ranked[0] + ranked[1]) == sorted(np.unique(test[:, 0]).tolist())
+    assert abs(len(ranked[0]) - len(ranked[1])) <= 1
+    for r, out in enumerate(outs):
+        got = out["metrics"]
+        assert list(got) == list(single)
+        for k, v in single.items():
+            assert got[k] == pytest.approx(v, abs=1e-6), (r, k)

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from recmind_dist.eval.ranking import interaction_matrix, rank_topk
+from recmind_dist.eval.ranking import interaction_matrix
+from recmind_dist.eval.topk import rank_topk
 
 __all__ = ["Candidates", "topn_candidates"]
 

@@ -1,5 +1,6 @@
 """Evaluation of a model on a split: valid masks train items; test masks train + valid items.
 
+Ranking is chunked over users and items (:func:`recmind_dist.eval.ranking.evaluate_ranking`).
 Buckets by training item degree (cold/tail/head) and, for a cold-item split, the held-out
 ``unseen`` items, are reported as ``{bucket}/{metric}_at_{k}``.
 """
@@ -34,11 +35,22 @@ class SplitEvaluator:
 
     @torch.no_grad()
     def evaluate(self, model: Recommender, split: str = "valid", buckets: bool = True,
-                 progress: bool = False) -> dict:
+                 progress: bool = False, over_workers: bool = False) -> dict:
+        """Metrics of ``model`` on ``split`` (see :meth:`evaluate_tables`)."""
         was_training = model.training
         model.eval()
         user_repr, item_repr = model.representations()
         model.train(was_training)
+        return self.evaluate_tables(user_repr, item_repr, split, buckets, progress, over_workers)
+
+    @torch.no_grad()
+    def evaluate_tables(self, user_repr: torch.Tensor, item_repr: torch.Tensor,
+                        split: str = "valid", buckets: bool = True, progress: bool = False,
+                        over_workers: bool = False) -> dict:
+        """Metrics of the full representation tables on ``split``: chunked full ranking,
+        ``EvalSpec.batch_users`` x ``EvalSpec.chunk_items`` scores at a time.
+        ``over_workers``: called by every worker of a process group with the same tables,
+        each ranks its share of the users; all get every user's metrics."""
         truth = self.valid_mat if split == "valid" else self.test_mat
         return evaluate_ranking(
             user_repr,
@@ -49,4 +61,6 @@ class SplitEvaluator:
             self.buckets if buckets else None,
             self.spec.batch_users,
             progress,
+            self.spec.chunk_items,
+            over_workers,
         )

@@ -11,8 +11,10 @@ not in the user's excluded set (training items, plus validation items when testi
 
 averaged over users with |T_u| > 0. Bucket metrics restrict T_u to the items of a bucket
 (e.g. cold items with training degree ≤ 3) and average over users with a relevant item in it;
-the ranking is always over the full catalogue. Users are scored in batches so memory stays
-O(batch × I).
+the ranking is always over the full catalogue. Users are scored in batches and items in
+chunks with a running top-K (:mod:`recmind_dist.eval.topk`), so memory stays
+O(batch × chunk), and the users can be split over the workers of a process group
+(:mod:`recmind_dist.eval.workers`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.sparse as sp
 import torch
+
+from recmind_dist.eval.topk import rank_topk
+from recmind_dist.eval.workers import eval_world, sum_over_workers, worker_share
 
 METRICS = ("recall", "ndcg", "precision", "hit", "mrr")
 
@@ -77,21 +82,25 @@ def _batch_metrics(
         out[f"mrr_at_{k}"] += float(torch.where(first <= k, 1.0 / first, 0.0).sum())
 
 
-@torch.no_grad()
-def rank_topk(
-    user_repr: torch.Tensor,
-    item_repr: torch.Tensor,
-    users: np.ndarray,
-    exclude: sp.csr_matrix,
-    k: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-``k`` (scores, items) for ``users``, excluded items masked to −inf."""
-    scores = user_repr[torch.from_numpy(users)] @ item_repr.T
-    ex = exclude[users].tocoo()
-    if ex.nnz:
-        scores[torch.from_numpy(ex.row).long(), torch.from_numpy(ex.col).long()] = -torch.inf
-    k = min(k, scores.shape[1])
-    return torch.topk(scores, k, dim=1)
+def _relevant(truth: sp.csr_matrix, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(batch row, item) of the users' held-out items, sorted by (row, item)."""
+    block = truth[users]
+    block.sort_indices()
+    rows = np.repeat(np.arange(len(users), dtype=np.int64), np.diff(block.indptr))
+    return rows, block.indices.astype(np.int64)
+
+
+def _hits(rel_rows: np.ndarray, rel_cols: np.ndarray, top: np.ndarray, n_items: int
+          ) -> np.ndarray:
+    """``hits[b, r]``: the r-th ranked item of batch user b is one of b's held-out items
+    (a sorted-key lookup; no [B × I] matrix)."""
+    keys = rel_rows * n_items + rel_cols
+    query = np.arange(len(top), dtype=np.int64)[:, None] * n_items + top
+    pos = np.searchsorted(keys, query)
+    found = pos < len(keys)
+    hits = np.zeros(query.shape, dtype=bool)
+    hits[found] = keys[pos[found]] == query[found]
+    return hits
 
 
 @torch.no_grad()
@@ -104,46 +113,63 @@ def evaluate_ranking(
     buckets: dict[str, np.ndarray] | None = None,
     batch_users: int = 1024,
     progress: bool = False,
+    chunk_items: int | None = None,
+    over_workers: bool = False,
 ) -> dict[str, float]:
     """Mean metrics over users with held-out items; bucket metrics as ``{bucket}/{metric}``.
-    ``progress``: a users/s bar with ETA (for a person waiting on a large catalogue)."""
+
+    Users are ranked ``batch_users`` at a time over item chunks of ``chunk_items`` (None: the
+    whole catalogue) with :func:`recmind_dist.eval.topk.rank_topk`, so memory stays
+    O(batch_users × chunk_items). ``over_workers``: inside a ``torch.distributed`` process
+    group every worker calls this with the full tables, scores its share of the users and
+    returns the metrics of all users (:mod:`recmind_dist.eval.workers`).
+    ``progress``: a users/s bar with ETA (worker 0's share)."""
     from tqdm.auto import tqdm
 
     user_repr = user_repr.detach().float().cpu()
     item_repr = item_repr.detach().float().cpu()
+    n_items = item_repr.shape[0]
     kmax = max(ks)
     groups: dict[str, np.ndarray | None] = {"": None, **(buckets or {})}
     sums = {g: {f"{m}_at_{k}": 0.0 for m in METRICS for k in ks} for g in groups}
     counts = dict.fromkeys(groups, 0)
     n_rel_all = np.asarray(truth.sum(1)).ravel()
     eval_users = np.flatnonzero(n_rel_all > 0)
-    bar = tqdm(total=len(eval_users), desc="evaluate", unit="user", disable=not progress,
-               leave=False)
+    rank, world = eval_world() if over_workers else (0, 1)
+    eval_users = worker_share(eval_users, rank, world)
+    bar = tqdm(total=len(eval_users), desc="evaluate", unit="user",
+               disable=not progress or rank != 0, leave=False)
     for start in range(0, len(eval_users), batch_users):
         users = eval_users[start : start + batch_users]
-        bar.update(len(users))
-        _, top = rank_topk(user_repr, item_repr, users, exclude, kmax)
-        truth_b = torch.from_numpy(truth[users].toarray() > 0)
-        hit_all = torch.gather(truth_b, 1, top)
+        top_s, top = rank_topk(user_repr, item_repr, users, exclude, kmax, chunk_items)
+        top_np = top.numpy()
+        rel_rows, rel_cols = _relevant(truth, users)
+        # a masked (−inf) item is not in the ranked list: reached only with < K candidates
+        hit_all = _hits(rel_rows, rel_cols, top_np, n_items) & np.isfinite(top_s.numpy())
         for g, mask in groups.items():
             if mask is None:
-                rel = truth_b
+                n_rel = np.bincount(rel_rows, minlength=len(users))
                 hits = hit_all
             else:
-                mask_t = torch.from_numpy(mask)
-                rel = truth_b & mask_t
-                hits = hit_all & mask_t[top]
-            n_rel = rel.sum(1)
+                n_rel = np.bincount(rel_rows, weights=mask[rel_cols], minlength=len(users))
+                hits = hit_all & mask[top_np]
             keep = n_rel > 0
             if keep.any():
-                _batch_metrics(hits[keep], n_rel[keep].double(), ks, sums[g])
+                _batch_metrics(torch.from_numpy(hits[keep]),
+                               torch.from_numpy(n_rel[keep].astype(np.float64)), ks, sums[g])
                 counts[g] += int(keep.sum())
+        bar.update(len(users))
     bar.close()
+    names = [(g, name) for g in groups for name in sums[g]]
+    totals = sum_over_workers(np.array([sums[g][name] for g, name in names]
+                                       + [counts[g] for g in groups], dtype=np.float64), world)
+    metric_totals = dict(zip(names, totals[: len(names)], strict=True))
+    user_counts = dict(zip(groups, totals[len(names) :], strict=True))
     result: dict[str, float] = {}
-    for g, metric_sums in sums.items():
+    for g in groups:
         prefix = f"{g}/" if g else ""
-        n = counts[g]
-        for name, total in metric_sums.items():
-            result[prefix + name] = total / n if n else float("nan")
+        n = user_counts[g]
+        for name in sums[g]:
+            result[prefix + name] = float(metric_totals[g, name] / n) if n else float("nan")
         result[prefix + "n_users"] = float(n)
     return result

@@ -20,7 +20,7 @@ from recmind_dist.data.schema import Dataset
 from recmind_dist.data.split import SplitData
 from recmind_dist.errors import InputError
 from recmind_dist.eval.evaluator import SplitEvaluator
-from recmind_dist.eval.ranking import rank_topk
+from recmind_dist.eval.topk import rank_topk
 from recmind_dist.models.base import Recommender
 from recmind_dist.models.inputs import ModelInputs
 from recmind_dist.models.registry import build_model, model_entry, needed_inputs
@@ -300,7 +300,8 @@ def export_topk(
     frames = []
     for start in range(0, len(users), batch_users):
         batch = users[start : start + batch_users]
-        scores, items = rank_topk(user_repr, item_repr, batch, evaluator.test_exclude, k)
+        scores, items = rank_topk(user_repr, item_repr, batch, evaluator.test_exclude, k,
+                                  evaluator.spec.chunk_items)
         kk = items.shape[1]
         frames.append(pd.DataFrame({
             "user": raw_user[data.user_ids[np.repeat(batch, kk)]],

@@ -169,7 +169,7 @@ class Reranker:
 def topk_for_users(model: Any, data: SplitData, exclude: Any, users: np.ndarray, k: int
                    ) -> np.ndarray:
     """Model top-``k`` local items per user, excluding ``exclude`` (CSR) rows' items."""
-    from recmind_dist.eval.ranking import rank_topk
+    from recmind_dist.eval.topk import rank_topk
 
     model.eval()
     with torch.no_grad():

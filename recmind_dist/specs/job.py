@@ -54,7 +54,13 @@ class TrainSpec(Spec):
 class EvalSpec(Spec):
     ks: list[int] = Field(default_factory=lambda: [10, 20, 40], min_length=1,
                           description="cut-offs K (each >= 1, distinct; at most the catalogue)")
-    batch_users: int = Field(1024, gt=0)
+    batch_users: int = Field(1024, gt=0, description="users ranked together (user chunk)")
+    chunk_items: int = Field(
+        32768, gt=0, description="items scored together per user chunk, merged into a running "
+        "top-K: scores take batch_users x chunk_items floats (128 MB at the defaults)")
+    over_workers: bool = Field(
+        True, description="multi-worker training: every worker ranks its share of the users "
+        "(metric sums all-reduced); false: rank 0 ranks them all")
     cold_degree: int = Field(3, ge=0, description="items with ≤ this many training edges are cold")
     head_fraction: float = Field(0.2, gt=0, lt=1)
     export_k: int = Field(40, gt=0, description="top-K written by evaluate --export-topk")

@@ -19,7 +19,9 @@ worker gets its model and what DDP must know, and the model's declared hooks
   only. Adam is per element, so this too
   follows the single-process trajectory.
 
-Rank 0 evaluates on validation, decides early stopping (broadcast to all), logs per-epoch
+Validation and test are ranked by all workers, each its share of the users
+(:mod:`recmind_dist.train.worker_eval`; ``eval.over_workers: false``: by rank 0 alone). Rank 0
+decides early stopping (broadcast to all), logs per-epoch
 metrics to MLflow (train terms all-reduced over workers) and reports a checkpoint every
 epoch (model, optimiser, sampler RNG, torch RNG, epoch, early-stopping state incl. the best
 parameters, history) with ``ray.train.report``. ``FailureConfig(max_failures)`` restarts the
@@ -230,9 +232,9 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
 
     quiet_report_lines()
 
-    from recmind_dist.eval.evaluator import SplitEvaluator
     from recmind_dist.sampling import NegativeSampler
     from recmind_dist.train.collectives import all_gather_autograd, all_reduce_sum
+    from recmind_dist.train.worker_eval import WorkerEvaluation
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -277,7 +279,7 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
         # workers each train on their slice of the global batch
         model.set_gather(all_gather_autograd)
         model.set_shard(rank, world)
-    evaluator = SplitEvaluator(data, spec.eval) if rank == 0 else None
+    evaluation = WorkerEvaluation(data, spec.eval, rank, world, partitioned, device)
     logger = _MlflowLogger(cfg.get("mlflow_run_id"), cfg.get("tracking_uri")) if rank == 0 else None
 
     rng = np.random.default_rng(spec.seed)
@@ -387,8 +389,8 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
             if is_eval_epoch(ts, epoch):
                 if partitioned:
                     model.gather_for_eval()  # collective: every rank takes part
+                valid = evaluation(model, "valid", buckets=False)  # spread: a collective
                 if rank == 0:
-                    valid = evaluator.evaluate(model, "valid", buckets=False)
                     row.update({f"valid/{k}": v for k, v in valid.items()})
                     tracker.update(valid, epoch, model)
             if rank == 0:
@@ -412,9 +414,9 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
         full_state = model.gather_for_eval(full_state=True)  # collective
     final_state = snapshot(epoch, True)
     extra = None
+    best_valid = evaluation(model, "valid")
+    test = evaluation(model, "test")
     if rank == 0:
-        best_valid = evaluator.evaluate(model, "valid")
-        test = evaluator.evaluate(model, "test")
         best_epoch = tracker.best_epoch if trainable else 0
         result = TrainResult(best_epoch, best_valid, test, history, train_seconds, epoch,
                              stop_reason)

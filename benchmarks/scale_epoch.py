@@ -132,6 +132,9 @@ def _worker(rank: int, world: int, tmp: str, row: dict, cfg: dict) -> None:
             ep["eval_s"] = time.perf_counter() - t1
             dist.barrier()
         epochs.append(ep)
+        if rank == 0:  # progress (and what survives an interrupted run)
+            print(f"  [{row['name']}] epoch {epoch}: " + ", ".join(
+                f"{k} {v:.4g}" for k, v in ep.items() if k != "epoch"), flush=True)
     out = {"rank": rank, **row, "lr": effective_lr(ts), "peak_rss_mb": _rss_mb(),
            "rss_before_torch_mb": floor, "rss_after_import_mb": after_import,
            "step_s_median": float(np.median(step_times[1:] if len(step_times) > 1

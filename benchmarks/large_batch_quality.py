@@ -71,7 +71,13 @@ def run_arm(data, name: str, batch: int, rule: str, args) -> dict:
     model = build_model(LightGCNSpec(dim=64, layers=3, reg=1e-4), data)
     ev = SampledValidation(data, EvalSpec(ks=[20]), args.valid_users, args.seed)
     t0 = time.perf_counter()
-    res = train_model(model, data, ts, ev, args.seed, progress=False)
+    def show(epoch: int, row: dict, _model) -> None:  # the curve survives an interrupted run
+        if "valid/ndcg_at_20" in row:
+            print(f"  [{name}] epoch {epoch} train_s {row['train_seconds']:.1f} valid NDCG@20 "
+                  f"{row['valid/ndcg_at_20']:.4f} Recall@20 {row['valid/recall_at_20']:.4f} "
+                  f"load {os.getloadavg()[0]:.1f}", flush=True)
+
+    res = train_model(model, data, ts, ev, args.seed, on_epoch=show, progress=False)
     wall = time.perf_counter() - t0
     curve = [(r["train_seconds"], r["epoch"], r["valid/ndcg_at_20"], r["valid/recall_at_20"])
              for r in res.history if "valid/ndcg_at_20" in r]

@@ -52,6 +52,26 @@ def test_metis_is_balanced_and_cuts_fewer_edges_than_random():
     assert cut_m < 0.6 * cut_r
 
 
+def test_metis_nnz_balances_the_non_zeros_of_each_part():
+    """Power-law users (few, heavy) and items (many, light): node-balanced parts can hold
+    very different shares of Â's non-zeros; nnz-weighted METIS evens them out."""
+    rng = np.random.default_rng(3)
+    nu, ni = 60, 600
+    deg = np.minimum((rng.pareto(1.2, nu) + 1) * 8, ni // 2).astype(int)
+    pairs = np.unique(np.concatenate([
+        np.stack([np.full(d, u), rng.choice(ni, d, replace=False)], 1)
+        for u, d in enumerate(deg)]), axis=0)
+    a = bipartite_adjacency(nu, ni, pairs)
+    degree = np.diff(a.indptr)
+    for world in (2, 3):
+        nnz = np.bincount(metis_partition(a, world, weights="nnz"), weights=degree + 1,
+                          minlength=world)
+        assert nnz.max() <= 1.1 * nnz.sum() / world
+    assert (load_or_partition(a, 2, "metis_nnz") == metis_partition(a, 2, weights="nnz")).all()
+    with pytest.raises(ValueError, match="weights"):
+        metis_partition(a, 2, weights="edges")
+
+
 def test_partition_cache_is_keyed_by_graph_checksum(tmp_path: Path):
     pairs, nu, ni = _community_pairs()
     a = bipartite_adjacency(nu, ni, pairs)
@@ -100,8 +120,9 @@ def _propagation_worker(rank: int, world: int, tmp: str, method: str) -> None:
     _init(rank, world, tmp)
     pairs, nu, ni = _community_pairs(seed=2)
     an = normalize_symmetric(bipartite_adjacency(nu, ni, pairs))
-    parts = metis_partition(an, world) if method == "metis" else random_partition(
-        an.shape[0], world, 5)
+    parts = {"metis": lambda: metis_partition(an, world),
+             "metis_nnz": lambda: metis_partition(an, world, weights="nnz"),
+             "random": lambda: random_partition(an.shape[0], world, 5)}[method]()
     lg = split_graph(an, parts, world)[rank]
     g = torch.Generator().manual_seed(0)
     x0 = torch.randn(an.shape[0], 8, generator=g)
@@ -123,7 +144,7 @@ def _spawn(fn, world: int, tmp: Path, *args) -> list[dict]:
     return [torch.load(tmp / f"out{r}.pt") for r in range(world)]
 
 
-@pytest.mark.parametrize(("world", "method"), [(2, "metis"), (3, "random")])
+@pytest.mark.parametrize(("world", "method"), [(2, "metis"), (3, "random"), (3, "metis_nnz")])
 def test_partitioned_propagation_equals_single_process(tmp_path: Path, world: int, method: str):
     outs = _spawn(_propagation_worker, world, tmp_path, method)
     pairs, nu, ni = _community_pairs(seed=2)

@@ -26,7 +26,12 @@ from recmind_dist.specs.yaml_source import load_yaml
 class TrainSpec(Spec):
     epochs: int = Field(300, ge=0)
     batch_size: int = Field(2048, gt=0)
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-3, gt=0, description="Adam step size at lr_reference_batch")
+    lr_scaling: Literal["none", "linear", "sqrt"] = Field(
+        "none", description="grow lr with the batch: lr·(batch_size/lr_reference_batch)^p, "
+        "p = 0 (none), 1 (linear) or 1/2 (sqrt); recmind_dist.train.lr_rule")
+    lr_reference_batch: int = Field(
+        2048, gt=0, description="the batch size lr was chosen at (for lr_scaling)")
     eval_every: int = Field(1, gt=0, description="validate every N epochs")
     patience: int = Field(
         30, ge=1, description="validations without improvement of the stop metric before stopping"
@@ -44,7 +49,9 @@ class TrainSpec(Spec):
         "replicated", description="replicated: Â and embeddings on every worker, edges sharded;"
         " partitioned: each worker owns its rows of Â and of the embeddings (halo exchange)"
     )
-    partitioner: Literal["metis", "random"] = Field("metis", description="partitioned mode")
+    partitioner: Literal["metis", "metis_nnz", "random"] = Field(
+        "metis", description="partitioned mode: METIS balancing nodes (metis) or non-zeros of Â "
+        "(metis_nnz: equal work per worker on power-law graphs), or random")
     max_failures: int = Field(1, ge=0, description="worker-group restarts from the last checkpoint")
     checkpoint_every: int = Field(
         1, ge=0, description="single process: save a resume checkpoint to the MLflow run every "

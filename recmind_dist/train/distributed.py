@@ -68,6 +68,7 @@ from recmind_dist.train.loop import (
     steps_per_epoch,
     train_epoch,
 )
+from recmind_dist.train.lr_rule import effective_lr
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +288,7 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
     history: list[dict[str, float]] = []
     train_seconds, stop_reason, start_epoch, restarts = 0.0, "epochs", 1, 0
     trainable = model.trainable and ts.epochs > 0
-    opt = None
+    opt, lr = None, effective_lr(ts)
     if trainable:
         if not partitioned and world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -301,7 +302,7 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
                 find_unused_parameters=worker_model.find_unused_parameters,
                 process_group=dist.new_group(),
             )
-        opt = make_optimizer(model, ts.lr)
+        opt = make_optimizer(model, lr)
 
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
@@ -384,7 +385,7 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
             totals = all_reduce_sum([sums[k] for k in keys], device)
             sums = dict(zip(keys, totals, strict=True))
             train_seconds += time.perf_counter() - t0
-            row = epoch_row(epoch, train_seconds, sums, n_batches, model.epoch_metrics())
+            row = epoch_row(epoch, train_seconds, sums, n_batches, model.epoch_metrics(), lr)
             valid, reason = None, None
             if is_eval_epoch(ts, epoch):
                 if partitioned:

@@ -26,6 +26,7 @@ from recmind_dist.models.base import Batch, Recommender
 from recmind_dist.sampling import NegativeSampler
 from recmind_dist.specs import TrainSpec
 from recmind_dist.train.checkpoint import ResumeState
+from recmind_dist.train.lr_rule import effective_lr
 
 log = logging.getLogger(__name__)
 
@@ -186,12 +187,14 @@ def is_eval_epoch(spec: TrainSpec, epoch: int) -> bool:
 
 
 def epoch_row(epoch: int, train_seconds: float, sums: dict[str, float], n_batches: int,
-              model_metrics: dict[str, float] | None = None) -> dict:
-    """One history row: mean loss parts (``train/{part}``) and the model's own per-epoch
-    metrics (``model/{name}``, :meth:`Recommender.epoch_metrics`)."""
+              model_metrics: dict[str, float] | None = None, lr: float | None = None) -> dict:
+    """One history row: mean loss parts (``train/{part}``), the learning rate trained with
+    (``train/lr``, :func:`~recmind_dist.train.lr_rule.effective_lr`) and the model's own
+    per-epoch metrics (``model/{name}``, :meth:`Recommender.epoch_metrics`)."""
     return {
         "epoch": epoch,
         "train_seconds": train_seconds,
+        **({} if lr is None else {"train/lr": lr}),
         **{f"train/{k}": v / max(n_batches, 1) for k, v in sums.items()},
         **{f"model/{k}": float(v) for k, v in (model_metrics or {}).items()},
     }
@@ -227,7 +230,8 @@ def train_model(
         tracker.best_epoch, stop_reason = 0, "nothing to train"
     else:
         sampler = NegativeSampler(data.n_items, data.train)
-        opt = make_optimizer(model, spec.lr)
+        lr = effective_lr(spec)
+        opt = make_optimizer(model, lr)
         first = 1
         if resume is not None:
             first = _restore(resume, model, opt, tracker, rng)
@@ -246,7 +250,7 @@ def train_model(
                 shard_batches(data, sampler, spec.batch_size, rng, device),
             )
             train_seconds += time.perf_counter() - t0
-            row = epoch_row(epoch, train_seconds, sums, n_batches, model.epoch_metrics())
+            row = epoch_row(epoch, train_seconds, sums, n_batches, model.epoch_metrics(), lr)
             if is_eval_epoch(spec, epoch):
                 valid = evaluator.evaluate(model, "valid", buckets=False)
                 row.update({f"valid/{k}": v for k, v in valid.items()})

@@ -23,6 +23,7 @@ curves (NDCG@20 vs training seconds, evaluation time excluded) to --plot and the
 from __future__ import annotations
 
 import argparse
+import textwrap
 import json
 import os
 import sys
@@ -106,7 +107,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
                 f"({r['steps_per_epoch']} steps/epoch); test NDCG@20 {r['test_ndcg_at_20']:.4f}")
     ax.set_xlabel("training seconds (evaluation excluded)")
     ax.set_ylabel("validation NDCG@20")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 90), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()

@@ -23,10 +23,10 @@ curves (NDCG@20 vs training seconds, evaluation time excluded) to --plot and the
 from __future__ import annotations
 
 import argparse
-import textwrap
 import json
 import os
 import sys
+import textwrap
 import time
 from pathlib import Path
 

@@ -198,3 +198,43 @@ def test_ranking_over_two_workers_equals_single_process(tmp_path):
         assert list(got) == list(single)
         for k, v in single.items():
             assert got[k] == pytest.approx(v, abs=1e-6), (r, k)
+
+
+def test_valid_users_ranks_a_fixed_sample_and_test_every_user():
+    """``EvalSpec.valid_users``: validation metrics are those of a brute-force loop over just
+    the sampled users (the same sample every time); test metrics do not change."""
+    from recmind_dist.data.split import SplitData
+    from recmind_dist.eval.evaluator import SplitEvaluator, user_sample
+    from recmind_dist.specs import EvalSpec
+
+    rng = np.random.default_rng(3)
+    nu, ni = 40, 30
+    rows = [[], [], []]
+    for u in range(nu):
+        perm = rng.permutation(ni)
+        rows[0] += [(u, int(i)) for i in perm[:6]]
+        rows[1] += [(u, int(i)) for i in perm[6 : 6 + 1 + u % 3]]
+        rows[2] += [(u, int(i)) for i in perm[9:11]]
+    train, valid, test = (np.array(r, dtype=np.int64) for r in rows)
+    data = SplitData(nu, ni, train, valid, test, np.arange(nu), np.arange(ni), "k", 0)
+    g = torch.Generator().manual_seed(0)
+    user, item = torch.randn(nu, 8, generator=g), torch.randn(ni, 8, generator=g)
+    full = SplitEvaluator(data, EvalSpec(ks=[5]))
+    sampled = SplitEvaluator(data, EvalSpec(ks=[5], valid_users=7))
+
+    picked = np.unique(user_sample(valid, 7)[:, 0])
+    assert len(picked) == 7 and np.array_equal(picked, np.unique(user_sample(valid, 7)[:, 0]))
+    recalls = []
+    for u in picked:
+        scores = (user[u] @ item.T).clone()
+        scores[train[train[:, 0] == u, 1]] = -np.inf
+        top = set(torch.topk(scores, 5).indices.tolist())
+        truth = set(valid[valid[:, 0] == u, 1].tolist())
+        recalls.append(len(top & truth) / len(truth))
+    got = sampled.evaluate_tables(user, item, "valid", buckets=False)
+    assert got["recall_at_5"] == pytest.approx(np.mean(recalls))
+    assert got["recall_at_5"] != pytest.approx(
+        full.evaluate_tables(user, item, "valid", buckets=False)["recall_at_5"])
+    assert sampled.evaluate_tables(user, item, "test") == \
+        full.evaluate_tables(user, item, "test")
+    assert user_sample(valid, 1000) is valid

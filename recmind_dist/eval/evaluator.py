@@ -1,4 +1,6 @@
 """Evaluation of a model on a split: valid masks train items; test masks train + valid items.
+Validation ranks every user with validation items, or a fixed sample of them
+(``EvalSpec.valid_users``); test ranks every user with test items.
 
 Ranking is chunked over users and items (:func:`recmind_dist.eval.ranking.evaluate_ranking`).
 Buckets by training item degree (cold/tail/head) and, for a cold-item split, the held-out
@@ -16,12 +18,23 @@ from recmind_dist.models.base import Recommender
 from recmind_dist.specs import EvalSpec
 
 
+def user_sample(pairs: np.ndarray, n_users: int | None, seed: int = 0) -> np.ndarray:
+    """The (user, item) rows of ``n_users`` users drawn uniformly without replacement from
+    the users in ``pairs`` (a fixed ``seed``: the same users every time); all rows when
+    ``n_users`` is None or not below the number of users present."""
+    users = np.unique(pairs[:, 0])
+    if n_users is None or n_users >= len(users):
+        return pairs
+    keep = np.random.default_rng(seed).choice(users, n_users, replace=False)
+    return pairs[np.isin(pairs[:, 0], keep)]
+
+
 class SplitEvaluator:
     def __init__(self, data: SplitData, spec: EvalSpec) -> None:
         self.data, self.spec = data, spec
         nu, ni = data.n_users, data.n_items
         self.train_mat = interaction_matrix(nu, ni, data.train)
-        self.valid_mat = interaction_matrix(nu, ni, data.valid)
+        self.valid_mat = interaction_matrix(nu, ni, user_sample(data.valid, spec.valid_users))
         self.test_mat = interaction_matrix(nu, ni, data.test)
         self.test_exclude = interaction_matrix(nu, ni, data.train, data.valid)
         self.buckets = degree_buckets(data.item_degree, spec.cold_degree, spec.head_fraction)

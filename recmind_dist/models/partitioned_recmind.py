@@ -131,7 +131,7 @@ class PartitionedRecMind(RecMind):
         with warnings.catch_warnings():  # sparse CSR tensors are a beta API
             warnings.simplefilter("ignore", UserWarning)
             self.adj = PartitionedAdjacency(lg, device)
-        own = torch.from_numpy(lg.own).to(single.embedding.weight.device)
+        own = torch.as_tensor(np.array(lg.own, dtype=np.int64)).to(single.embedding.weight.device)
         # same registration order as RecMind: the same state-dict keys and parameter order
         rows = single.embedding.weight.detach().index_select(0, own)
         self.embedding = nn.Embedding(lg.n_own, self.spec.dim, _weight=rows.clone())  # no draw

@@ -117,7 +117,7 @@ def _build_partitioned_lightgcn(spec: LightGCNSpec, data: SplitData, local_graph
                          f"with BPR only (got loss {spec.loss!r})")
     init_rows = None
     if init is not None:  # start where the single-process model starts
-        init_rows = init.embedding.weight.detach()[torch.from_numpy(local_graph.own)].clone()
+        init_rows = init.embedding.weight.detach()[torch.as_tensor(np.array(local_graph.own, dtype=np.int64))].clone()
     return PartitionedLightGCN(data.n_users, data.n_items, local_graph, spec, device,
                                init_rows, seed)
 

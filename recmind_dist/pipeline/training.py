@@ -176,6 +176,7 @@ def final_metrics(result: TrainResult) -> dict[str, float]:
         **tracking.prefixed(result.test, "test"),
         "best_epoch": float(result.best_epoch),
         "train_seconds": result.train_seconds,
+        "test_seconds": result.test_seconds,
         "epochs_run": float(result.epochs_run),
     }
 

@@ -68,6 +68,11 @@ class EvalSpec(Spec):
     over_workers: bool = Field(
         True, description="multi-worker training: every worker ranks its share of the users "
         "(metric sums all-reduced); false: rank 0 ranks them all")
+    valid_users: int | None = Field(
+        None, gt=0, description="validate on a fixed random sample of this many users with "
+        "validation items (the same users in every run on the same split); None = every user. "
+        "For large graphs, where ranking every user after each epoch costs more than the "
+        "epoch (docs/benchmarks.md § Scaling, RecMind). The test split ranks every user.")
     cold_degree: int = Field(3, ge=0, description="items with ≤ this many training edges are cold")
     head_fraction: float = Field(0.2, gt=0, lt=1)
     export_k: int = Field(40, gt=0, description="top-K written by evaluate --export-topk")

@@ -62,3 +62,13 @@ def all_reduce_sum(values: list[float], device: torch.device | str = "cpu") -> l
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def all_reduce_max(values: list[float], device: torch.device | str = "cpu") -> list[float]:
+    """Element-wise maximum of a few floats over workers; the identity without a group."""
+    _, world = world_info()
+    if world == 1:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.tolist()

@@ -62,6 +62,7 @@ from recmind_dist.train.loop import (
     epoch_row,
     is_eval_epoch,
     make_optimizer,
+    peak_rss_mb,
     seed_everything,
     shard_batches,
     state_for_checkpoint,
@@ -234,7 +235,7 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
     quiet_report_lines()
 
     from recmind_dist.sampling import NegativeSampler
-    from recmind_dist.train.collectives import all_gather_autograd, all_reduce_sum
+    from recmind_dist.train.collectives import all_gather_autograd, all_reduce_max, all_reduce_sum
     from recmind_dist.train.worker_eval import WorkerEvaluation
 
     ctx = ray.train.get_context()
@@ -384,14 +385,19 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
             keys = sorted(sums)
             totals = all_reduce_sum([sums[k] for k in keys], device)
             sums = dict(zip(keys, totals, strict=True))
-            train_seconds += time.perf_counter() - t0
-            row = epoch_row(epoch, train_seconds, sums, n_batches, model.epoch_metrics(), lr)
+            seconds = time.perf_counter() - t0
+            train_seconds += seconds
+            row = epoch_row(epoch, train_seconds, sums, n_batches, model.epoch_metrics(), lr,
+                            seconds)
+            row["peak_rss_mb"] = all_reduce_max([peak_rss_mb()])[0]  # the largest worker's
             valid, reason = None, None
             if is_eval_epoch(ts, epoch):
+                t0 = time.perf_counter()
                 if partitioned:
                     model.gather_for_eval()  # collective: every rank takes part
                 valid = evaluation(model, "valid", buckets=False)  # spread: a collective
                 if rank == 0:
+                    row["valid_seconds"] = time.perf_counter() - t0
                     row.update({f"valid/{k}": v for k, v in valid.items()})
                     tracker.update(valid, epoch, model)
             if rank == 0:
@@ -416,11 +422,13 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
     final_state = snapshot(epoch, True)
     extra = None
     best_valid = evaluation(model, "valid")
+    t0 = time.perf_counter()
     test = evaluation(model, "test")
+    test_seconds = time.perf_counter() - t0
     if rank == 0:
         best_epoch = tracker.best_epoch if trainable else 0
         result = TrainResult(best_epoch, best_valid, test, history, train_seconds, epoch,
-                             stop_reason)
+                             stop_reason, test_seconds)
         extra = {"result": asdict(result), "restarts": restarts, "world": world}
         final_state["final_model"] = full_state if partitioned else state_for_checkpoint(model)
     _report({"epoch": epoch, "final": 1}, final_state, rank, extra)

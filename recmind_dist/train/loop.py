@@ -43,6 +43,7 @@ class TrainResult:
     train_seconds: float = 0.0
     epochs_run: int = 0
     stop_reason: str = ""
+    test_seconds: float = 0.0  # the final test ranking (every test user)
 
 
 def seed_everything(seed: int) -> None:
@@ -186,14 +187,26 @@ def is_eval_epoch(spec: TrainSpec, epoch: int) -> bool:
     return epoch % spec.eval_every == 0 or epoch == spec.epochs
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, MB (``getrusage`` ru_maxrss, Linux: KB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def epoch_row(epoch: int, train_seconds: float, sums: dict[str, float], n_batches: int,
-              model_metrics: dict[str, float] | None = None, lr: float | None = None) -> dict:
-    """One history row: mean loss parts (``train/{part}``), the learning rate trained with
-    (``train/lr``, :func:`~recmind_dist.train.lr_rule.effective_lr`) and the model's own
-    per-epoch metrics (``model/{name}``, :meth:`Recommender.epoch_metrics`)."""
+              model_metrics: dict[str, float] | None = None, lr: float | None = None,
+              epoch_seconds: float | None = None) -> dict:
+    """One history row: training seconds so far and of this epoch (``epoch_seconds``, negative
+    sampling included, validation not), mean loss parts (``train/{part}``), the learning rate
+    trained with (``train/lr``, :func:`~recmind_dist.train.lr_rule.effective_lr`) and the
+    model's own per-epoch metrics (``model/{name}``, :meth:`Recommender.epoch_metrics`). The
+    trainers add ``peak_rss_mb`` (:func:`peak_rss_mb`; Ray Train: the largest worker's) and, on
+    validation epochs, ``valid_seconds``."""
     return {
         "epoch": epoch,
         "train_seconds": train_seconds,
+        **({} if epoch_seconds is None else {"epoch_seconds": epoch_seconds}),
         **({} if lr is None else {"train/lr": lr}),
         **{f"train/{k}": v / max(n_batches, 1) for k, v in sums.items()},
         **{f"model/{k}": float(v) for k, v in (model_metrics or {}).items()},
@@ -249,10 +262,15 @@ def train_model(
                 lambda b, _w, ep=epoch: model.training_loss(b, ep), opt,
                 shard_batches(data, sampler, spec.batch_size, rng, device),
             )
-            train_seconds += time.perf_counter() - t0
-            row = epoch_row(epoch, train_seconds, sums, n_batches, model.epoch_metrics(), lr)
+            seconds = time.perf_counter() - t0
+            train_seconds += seconds
+            row = epoch_row(epoch, train_seconds, sums, n_batches, model.epoch_metrics(), lr,
+                            seconds)
+            row["peak_rss_mb"] = peak_rss_mb()
             if is_eval_epoch(spec, epoch):
+                t0 = time.perf_counter()
                 valid = evaluator.evaluate(model, "valid", buckets=False)
+                row["valid_seconds"] = time.perf_counter() - t0
                 row.update({f"valid/{k}": v for k, v in valid.items()})
                 score = tracker.update(valid, epoch, model)
                 bar.set_postfix({spec.stop_metric: f"{score:.4f}", "best": tracker.best_epoch})
@@ -273,7 +291,9 @@ def train_model(
         model.load_state_dict(tracker.best_state)
         tracker.best_valid = evaluator.evaluate(model, "valid")
     best_epoch, best_valid = tracker.best_epoch, tracker.best_valid
+    t0 = time.perf_counter()
     test = evaluator.evaluate(model, "test")
+    test_seconds = time.perf_counter() - t0
     log.info("stopped: %s; best epoch %d", stop_reason, best_epoch)
     return TrainResult(
         best_epoch=best_epoch,
@@ -283,6 +303,7 @@ def train_model(
         train_seconds=train_seconds,
         epochs_run=epoch,
         stop_reason=stop_reason,
+        test_seconds=test_seconds,
     )
 
 

@@ -31,8 +31,21 @@ def test_feature_cache_keys_unchanged() -> None:
         emb = {"fp": embed.fingerprint(embed.model), "max_texts": embed.max_texts}
         t = text.model_dump(mode="json")
         assert feature_cache_keys("abc123", "split9", text, embed) == (
-            _old_sorted_h({"ds": "abc123", "text": t, "embed": emb}),
+            _old_sorted_h({"ds": "abc123", "item_template": text.item_template, "embed": emb}),
             _old_sorted_h({"ds": "abc123", "split": "split9", "text": t, "embed": emb}))
+
+
+def test_item_key_ignores_user_profile_settings() -> None:
+    """Item texts come from item_template alone: a user-profile setting re-keys the users only
+    (700k cached item vectors survive a change of max_history_titles); item_template re-keys
+    the items."""
+    embed = EmbedSpec(model="m")
+    items, users = feature_cache_keys("ds", "s", TextSpec(), embed)
+    for change in ({"max_history_titles": 0}, {"top_genres": 1}, {"user_template": "{age}."}):
+        other_items, other_users = feature_cache_keys("ds", "s", TextSpec(**change), embed)
+        assert other_items == items and other_users != users, change
+    assert feature_cache_keys("ds", "s", TextSpec(item_template="{title}."), embed)[0] != items
+    assert feature_cache_keys("ds", "other", TextSpec(), embed)[0] == items  # not the split
 
 
 def test_artifact_key_unchanged() -> None:

@@ -66,15 +66,19 @@ def align_to_local(
 def feature_cache_keys(
     dataset_checksum: str, split_key: str, text_spec: TextSpec, embed_spec: EmbedSpec
 ) -> tuple[str, str]:
-    """(item cache key, user cache key): what changes the vectors, nothing else. The default
-    encoder counts as its hub id (the bundled package holds exactly those weights), so the
-    key does not depend on where a venv put it: every checkout and job shares one cache."""
+    """(item cache key, user cache key): what changes the vectors, nothing else. Item texts
+    depend on ``item_template`` alone (not on the split nor on the user-profile settings:
+    changing how profiles are written re-encodes the users only); user texts on the whole
+    :class:`TextSpec` and the split. The default encoder counts as its hub id (the bundled
+    package holds exactly those weights), so the key does not depend on where a venv put it:
+    every checkout and job shares one cache."""
     from recmind_dist.embed.encoder import MINILM_HUB_ID
 
     model_id = embed_spec.model or MINILM_HUB_ID
     emb = {"fp": embed_spec.fingerprint(model_id), "max_texts": embed_spec.max_texts}
     text = text_spec.model_dump(mode="json")
-    item_key = stable_hash({"ds": dataset_checksum, "text": text, "embed": emb})
+    item_key = stable_hash({"ds": dataset_checksum, "item_template": text_spec.item_template,
+                            "embed": emb})
     user_key = stable_hash({"ds": dataset_checksum, "split": split_key, "text": text, "embed": emb})
     return item_key, user_key
 

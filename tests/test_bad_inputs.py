@@ -805,3 +805,33 @@ def test_writer_killed_between_renames_is_repaired(tmp_path):
     assert (tmp_path / "ds" / "NOTES.md").read_text() == "mine"  # restored, then kept
     assert (tmp_path / "ds" / "data.txt").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+def test_locked_tracking_store_is_waited_for(monkeypatch: pytest.MonkeyPatch):
+    """A SQLite store locked by another writer (seen under load: the interrupted job's
+    "mark KILLED" raced a reader) is retried; any other error is raised at once."""
+    monkeypatch.setattr(lifecycle.time, "sleep", lambda s: None)
+    calls = []
+
+    def locked_twice() -> str:
+        calls.append(1)
+        if len(calls) <= 2:
+            raise mlflow.exceptions.MlflowException("(sqlite3.OperationalError) database is locked")
+        return "done"
+
+    assert lifecycle.when_unlocked(locked_twice) == "done" and len(calls) == 3
+
+    def always_locked() -> None:
+        raise mlflow.exceptions.MlflowException("database is locked")
+
+    with pytest.raises(mlflow.exceptions.MlflowException, match="locked"):
+        lifecycle.when_unlocked(always_locked, attempts=3)
+
+    def other() -> None:
+        calls.append(1)
+        raise ValueError("no such run")
+
+    calls.clear()
+    with pytest.raises(ValueError):
+        lifecycle.when_unlocked(other)
+    assert len(calls) == 1

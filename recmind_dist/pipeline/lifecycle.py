@@ -21,7 +21,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from recmind_dist import tracking
@@ -111,11 +111,27 @@ def signals_deferred() -> Iterator[None]:
         raise Interrupted(pending[0])
 
 
+def when_unlocked(fn: Callable[[], Any], attempts: int = 8, wait_s: float = 0.5) -> Any:
+    """``fn()``, retried while a SQLite tracking store is locked by another writer (a local
+    store on a busy machine: another process held the write lock past SQLite's timeout), with
+    waits of ``wait_s``, 2·``wait_s``, ... (~14 s in all); any other error, or the lock
+    still held at the last attempt, is raised."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except Exception as exc:
+            if attempt == attempts or "database is locked" not in str(exc):
+                raise
+            log.info("tracking store locked; retrying in %.1f s", wait_s * attempt)
+            time.sleep(wait_s * attempt)
+    return None
+
+
 def _end_killed(run_id: str, reason: str) -> None:
     mlflow = tracking._mlflow()
     with contextlib.suppress(Exception):
-        mlflow.set_tag(TAG_END_REASON, reason)
-    mlflow.end_run("KILLED")
+        when_unlocked(lambda: mlflow.set_tag(TAG_END_REASON, reason))
+    when_unlocked(lambda: mlflow.end_run("KILLED"))
     log.warning("MLflow run %s marked KILLED: %s", run_id, reason)
 
 

@@ -237,8 +237,8 @@ def train(
     progress: Annotated[bool, typer.Option(
         help="show progress bars (only ever on a terminal)")] = True,
     resume: Annotated[str | None, typer.Option(
-        "--resume", help="continue this killed/failed single-process run from its last "
-        "epoch checkpoint (instead of --config)")] = None,
+        "--resume", help="continue this killed/failed run (single-process or Ray Train) "
+        "from its last epoch checkpoint, into the same MLflow run (instead of --config)")] = None,
     resume_uri: Annotated[str | None, typer.Option(
         "--tracking-uri", help="with --resume: MLflow tracking URI")] = None,
 ) -> None:

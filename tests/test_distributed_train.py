@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 from _dist_helpers import single_process, tiny_spec, write_tiny
 
+from recmind_dist.errors import InputError
 from recmind_dist.models.inputs import ModelInputs
 from recmind_dist.pipeline import worker_model
 from recmind_dist.train.distributed import (
@@ -83,3 +84,56 @@ def test_partitioned_two_workers_follow_single_process(ray_local, reference):
     assert _max_diff(out.state_dict, ref_model.state_dict()) <= 1e-4
     for k in ("recall_at_20", "ndcg_at_20"):
         assert out.result.test[k] == pytest.approx(ref.test[k], abs=0.01)
+
+
+def test_failed_ray_train_job_resumes_into_the_same_run(ray_local, reference, tmp_path,
+                                                        monkeypatch):
+    """`train --resume RUN` of a Ray Train job whose worker group died for good (no restarts
+    left): the same MLflow run continues from the last epoch checkpoint and ends on the
+    single-process trajectory."""
+    import mlflow
+    import yaml
+    from typer.testing import CliRunner
+
+    from recmind_dist.cli import app
+    from recmind_dist.pipeline.resume import _ray_storage
+    from recmind_dist.pipeline.training import TAG_RAY_STORAGE
+
+    _, spec, _, _, ref, _ = reference
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    job = spec.model_dump(mode="json")
+    job["train"].update(workers=2, max_failures=0)
+    job["tracking"] = {"uri": uri, "experiment": "dist-resume"}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RECMIND_RAY_STORAGE", str(tmp_path / "ray"))
+    monkeypatch.setenv(FAIL_AT_EPOCH_ENV, "3")
+    monkeypatch.setenv(FAIL_MARKER_ENV, str(tmp_path / "killed.marker"))
+    runner = CliRunner()
+    cut = runner.invoke(app, ["train", "-c", str(tmp_path / "job.yaml"), "--no-progress"])
+    assert cut.exit_code != 0 and (tmp_path / "killed.marker").exists(), cut.output
+    client = mlflow.MlflowClient(uri)
+    (failed,) = client.search_runs([client.get_experiment_by_name("dist-resume").experiment_id])
+    run_id = failed.info.run_id
+    assert failed.info.status == "FAILED" and "test/ndcg_at_20" not in failed.data.metrics
+    assert failed.data.tags[TAG_RAY_STORAGE] == str(tmp_path / "ray")
+
+    # resumed from another folder: the tag, not the environment, says where the checkpoints are
+    monkeypatch.delenv(FAIL_AT_EPOCH_ENV)
+    monkeypatch.setenv("RECMIND_RAY_STORAGE", str(tmp_path / "elsewhere"))
+    res = runner.invoke(app, ["train", "--resume", run_id, "--tracking-uri", uri, "--no-progress"])
+    assert res.exit_code == 0, res.output
+    done = client.get_run(run_id)
+    assert done.info.status == "FINISHED" and done.data.metrics["dist/restarts"] == 1
+    bpr = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "train/bpr"))
+    # epochs 1-2 before the cut, 3-4 resumed (an epoch whose checkpoint the controller had
+    # not recorded when the group died is trained, and logged, again: with the same value)
+    assert {s for s, _ in bpr} == {1, 2, 3, 4}, bpr
+    for step, got in bpr:
+        assert got == pytest.approx(ref.history[step - 1]["train/bpr"], abs=1e-4), bpr
+    for k in ("recall_at_20", "ndcg_at_20"):
+        assert done.data.metrics[f"test/{k}"] == pytest.approx(ref.test[k], abs=0.01)
+
+    # a Ray Train run whose folder holds no checkpoint is refused, naming the folder
+    with pytest.raises(InputError, match="holds no checkpoint"):
+        _ray_storage(spec, "0" * 32, {TAG_RAY_STORAGE: str(tmp_path / "empty")})

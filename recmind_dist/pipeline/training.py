@@ -26,7 +26,7 @@ from recmind_dist.models.inputs import ModelInputs
 from recmind_dist.models.registry import build_model, model_entry, needed_inputs
 from recmind_dist.specs import JobSpec
 from recmind_dist.train.checkpoint import ResumeState, load_checkpoint
-from recmind_dist.train.distributed import WorkerModel, train_for_pipeline
+from recmind_dist.train.distributed import WorkerModel, default_storage_path, train_for_pipeline
 from recmind_dist.train.loop import TrainResult, seed_everything, state_for_checkpoint, train_model
 
 log = logging.getLogger(__name__)
@@ -181,13 +181,27 @@ def final_metrics(result: TrainResult) -> dict[str, float]:
     }
 
 
+TAG_RAY_STORAGE = "recmind.ray_storage"  # where a Ray Train run keeps its checkpoints
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where ``train --resume`` continues MLflow run ``run_id``: single-process, from its
+    logged resume ``state``; Ray Train, from the checkpoints under ``ray_storage``."""
+
+    run_id: str
+    state: ResumeState | None = None
+    ray_storage: Path | None = None
+
+
 def run_training(spec: JobSpec, progress: bool = True,
-                 resume: tuple[str, ResumeState] | None = None) -> RunOutcome:
+                 resume: ResumePoint | None = None) -> RunOutcome:
     """Train ``spec.model`` and log everything to MLflow; returns the run id and results.
 
     Every input is checked before the run starts (:mod:`recmind_dist.pipeline.preflight`).
-    Single-process training logs a resume checkpoint (``resume/state.pt``);
-    ``resume=(run_id, state)`` continues that run from it (see ``pipeline.resume``)."""
+    Single-process training logs a resume checkpoint (``resume/state.pt``); Ray Train
+    keeps its checkpoints under the storage folder tagged ``recmind.ray_storage``.
+    ``resume`` continues that run from either (see ``pipeline.resume``)."""
     seed_everything(spec.seed)
     dataset, data = prepare(spec)
     preflight.check_job(spec, dataset, data,
@@ -199,7 +213,7 @@ def run_training(spec: JobSpec, progress: bool = True,
     evaluator = SplitEvaluator(data, spec.eval)
     tags = {"dataset_checksum": str(dataset.checksum), "split_key": data.key,
             "dataset_source": str(dataset.meta.get("source", ""))}
-    with lifecycle.tracked_run(spec, tags, resume[0] if resume else None) as run:
+    with lifecycle.tracked_run(spec, tags, resume.run_id if resume else None) as run:
         tracking.log_metrics({f"data/{k}": v for k, v in data.summary().items()})
         if features is not None:
             tracking.log_metrics({f"features/{k}": v for k, v in features.summary().items()})
@@ -213,11 +227,13 @@ def run_training(spec: JobSpec, progress: bool = True,
             lifecycle.heartbeat()
 
         if spec.train.workers > 1:  # Ray Train workers (recmind_dist.train.distributed)
+            storage = (resume.ray_storage if resume else None) or default_storage_path()
+            tracking.set_tags({TAG_RAY_STORAGE: str(storage)})
             result = train_for_pipeline(spec, data, model, worker_model(spec, data, inputs),
-                                        run.info.run_id)
+                                        run.info.run_id, storage)
         else:
             result = train_model(model, data, spec.train, evaluator, spec.seed, on_epoch, progress,
-                                 resume[1] if resume else None, log_resume_state)
+                                 resume.state if resume else None, log_resume_state)
         metrics = final_metrics(result)
         # logged one step after the last epoch: the series' last point is the best checkpoint's
         tracking.log_metrics(metrics, step=result.epochs_run + 1)

@@ -79,6 +79,7 @@ __all__ = [
     "FAIL_RANK_ENV",
     "DistributedOutcome",
     "WorkerModel",
+    "ray_run_dir",
     "train_distributed",
 ]
 
@@ -440,6 +441,12 @@ def default_storage_path() -> Path:
     return Path(os.environ.get("RECMIND_RAY_STORAGE", "runs/ray_train")).resolve()
 
 
+def ray_run_dir(storage: str | Path, spec_name: str, mlflow_run_id: str) -> Path:
+    """The Ray Train run folder of MLflow run ``mlflow_run_id``: its checkpoints live there,
+    and training again under the same name resumes from the latest (Ray Train V2)."""
+    return Path(storage) / f"{spec_name}-{mlflow_run_id}"
+
+
 def train_distributed(
     spec: JobSpec,
     data: SplitData,
@@ -487,7 +494,7 @@ def train_distributed(
                              f"partitioned form; use train.mode: replicated")
         cfg["partition"] = ray.put(plan_partition(spec, data, ts.workers))
     storage = Path(storage_path) if storage_path else default_storage_path()
-    name = run_name or f"{spec.name}-{mlflow_run_id or uuid.uuid4().hex[:12]}"
+    name = run_name or ray_run_dir(storage, spec.name, mlflow_run_id or uuid.uuid4().hex[:12]).name
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config=cfg,
@@ -512,16 +519,21 @@ def train_distributed(
 
 
 def train_for_pipeline(spec: JobSpec, data: SplitData, model: Recommender,
-                       worker_model: WorkerModel, mlflow_run_id: str | None) -> TrainResult:
+                       worker_model: WorkerModel, mlflow_run_id: str | None,
+                       storage_path: str | Path | None = None) -> TrainResult:
     """``pipeline.run_training``'s path for ``train.workers > 1``: train with Ray Train,
     log per-epoch metrics from rank 0 into the active MLflow run, load the best parameters
-    into ``model`` (so the caller logs the same artefacts as a single-process run)."""
+    into ``model`` (so the caller logs the same artefacts as a single-process run).
+
+    The Ray Train run is named after the MLflow run (:func:`ray_run_dir`), so training the
+    same MLflow run again with the same ``storage_path`` continues from its last checkpoint
+    (``train --resume``)."""
     from recmind_dist import tracking
 
     device = next(iter(model.parameters()), torch.empty(0)).device
     out = train_distributed(
         spec, data, worker_model, model=model, mlflow_run_id=mlflow_run_id,
-        tracking_uri=tracking.tracking_uri(spec.tracking),
+        tracking_uri=tracking.tracking_uri(spec.tracking), storage_path=storage_path,
     )
     if out.state_dict is not None and model.trainable:
         model.load_state_dict(out.state_dict)

@@ -139,6 +139,8 @@ BUCKET_LABELS = {
     "tail": "tail: neither cold nor head",
     "head": "head: top eval.head_fraction by training degree",
     "unseen": "unseen: only the items the cold_item split kept out of training",
+    **{f"within_{b}": f"within_{b}: {b} items ranked among themselves only (eval.rank_within)"
+       for b in ("cold", "tail", "head", "unseen")},
 }
 
 

@@ -238,3 +238,52 @@ def test_valid_users_ranks_a_fixed_sample_and_test_every_user():
     assert sampled.evaluate_tables(user, item, "test") == \
         full.evaluate_tables(user, item, "test")
     assert user_sample(valid, 1000) is valid
+
+
+def test_rank_within_cold_matches_a_brute_force_loop_over_cold_items():
+    """``within_cold/recall_at_k``: each user's held-out cold items found in the top-K of the
+    cold items alone (train/valid items excluded), against a plain loop; logged on test only,
+    skipped when the bucket has fewer items than K."""
+    from recmind_dist.data.split import SplitData
+    from recmind_dist.eval.evaluator import SplitEvaluator
+    from recmind_dist.specs import EvalSpec
+
+    rng = np.random.default_rng(5)
+    nu, ni = 30, 60
+    popular, rare = np.arange(40), np.arange(40, ni)
+    rows = [[], [], []]
+    for u in range(nu):
+        liked = rng.choice(popular, 8, replace=False)
+        rows[0] += [(u, int(i)) for i in liked[:6]]
+        rows[1] += [(u, int(liked[6]))]
+        rows[2] += [(u, int(liked[7])), (u, int(rng.choice(rare)))]
+    rows[0] += [(0, int(i)) for i in rare[:5]]  # a few training edges on rare items
+    train, valid, test = (np.array(r, dtype=np.int64) for r in rows)
+    data = SplitData(nu, ni, train, valid, test, np.arange(nu), np.arange(ni), "k", 0)
+    g = torch.Generator().manual_seed(1)
+    user, item = torch.randn(nu, 8, generator=g), torch.randn(ni, 8, generator=g)
+    ev = SplitEvaluator(data, EvalSpec(ks=[3, 5]))
+    cold = np.flatnonzero(ev.buckets["cold"])
+    assert set(rare) <= set(cold) and len(cold) < ni
+
+    got = ev.evaluate_tables(user, item, "test")
+    for k in (3, 5):
+        recalls = []
+        for u in range(nu):
+            truth = set(test[test[:, 0] == u, 1].tolist()) & set(cold.tolist())
+            if not truth:
+                continue
+            seen = set(train[train[:, 0] == u, 1].tolist()) | set(valid[valid[:, 0] == u, 1])
+            cand = [i for i in cold if i not in seen]
+            scores = (user[u] @ item[cand].T)
+            top = {cand[j] for j in torch.topk(scores, k).indices.tolist()}
+            recalls.append(len(top & truth) / len(truth))
+        assert got[f"within_cold/recall_at_{k}"] == pytest.approx(np.mean(recalls))
+        assert got["within_cold/n_users"] == len(recalls)
+        # ranked among the cold items only, they are found more often than in the catalogue
+        assert got[f"within_cold/recall_at_{k}"] >= got[f"cold/recall_at_{k}"]
+    assert not any(k.startswith("within_") for k in ev.evaluate_tables(user, item, "valid"))
+    assert not any(k.startswith("within_") for k in SplitEvaluator(
+        data, EvalSpec(ks=[3], rank_within=[])).evaluate_tables(user, item, "test"))
+    assert not any(k.startswith("within_") for k in SplitEvaluator(
+        data, EvalSpec(ks=[len(cold) + 1])).evaluate_tables(user, item, "test"))

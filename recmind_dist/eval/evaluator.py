@@ -4,7 +4,15 @@ Validation ranks every user with validation items, or a fixed sample of them
 
 Ranking is chunked over users and items (:func:`recmind_dist.eval.ranking.evaluate_ranking`).
 Buckets by training item degree (cold/tail/head) and, for a cold-item split, the held-out
-``unseen`` items, are reported as ``{bucket}/{metric}_at_{k}``.
+``unseen`` items, are reported as ``{bucket}/{metric}_at_{k}``: the user's held-out items of
+that bucket found in the top-K over the whole catalogue. On test, each bucket of
+``EvalSpec.rank_within`` is also ranked among its own items only
+(``within_{bucket}/{metric}_at_{k}``): for user u with held-out items T_u^b in bucket b,
+
+    top_K^b(u) = argtop-K over i ∈ b, i ∉ (train ∪ valid)(u), of  s(u, i),
+    Recall@K^b(u) = |top_K^b(u) ∩ T_u^b| / |T_u^b|   (NDCG and the rest likewise)
+
+(the cold-start protocol: how the model orders the cold items among themselves).
 """
 
 from __future__ import annotations
@@ -65,7 +73,7 @@ class SplitEvaluator:
         ``over_workers``: called by every worker of a process group with the same tables,
         each ranks its share of the users; all get every user's metrics."""
         truth = self.valid_mat if split == "valid" else self.test_mat
-        return evaluate_ranking(
+        result = evaluate_ranking(
             user_repr,
             item_repr,
             truth,
@@ -77,3 +85,27 @@ class SplitEvaluator:
             self.spec.chunk_items,
             over_workers,
         )
+        if split == "test" and buckets:
+            result.update(self.rank_within(user_repr, item_repr, split, over_workers))
+        return result
+
+    @torch.no_grad()
+    def rank_within(self, user_repr: torch.Tensor, item_repr: torch.Tensor,
+                    split: str = "test", over_workers: bool = False) -> dict[str, float]:
+        """``within_{bucket}/{metric}_at_{k}`` for each bucket of ``EvalSpec.rank_within``:
+        the bucket's items ranked among themselves (the module's equation); a bucket with
+        fewer items than the largest K is skipped. A collective with ``over_workers``."""
+        truth = self.valid_mat if split == "valid" else self.test_mat
+        exclude = self.exclude_for(split)
+        out: dict[str, float] = {}
+        for name in self.spec.rank_within:
+            mask = self.buckets.get(name)
+            if mask is None or int(mask.sum()) < max(self.spec.ks):
+                continue
+            cols = np.flatnonzero(mask)
+            sub = evaluate_ranking(user_repr, item_repr[torch.as_tensor(cols, device=item_repr.device)],
+                                   truth[:, cols].tocsr(), exclude[:, cols].tocsr(),
+                                   self.spec.ks, None, self.spec.batch_users, False,
+                                   self.spec.chunk_items, over_workers)
+            out.update({f"within_{name}/{key}": v for key, v in sub.items()})
+        return out

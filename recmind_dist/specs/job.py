@@ -73,6 +73,12 @@ class EvalSpec(Spec):
         "validation items (the same users in every run on the same split); None = every user. "
         "For large graphs, where ranking every user after each epoch costs more than the "
         "epoch (docs/benchmarks.md § Scaling, RecMind). The test split ranks every user.")
+    rank_within: list[Literal["cold", "tail", "head", "unseen"]] = Field(
+        default_factory=lambda: ["cold"], description="test: also rank each listed bucket's "
+        "items among themselves only, logged as within_{bucket}/{metric}_at_{k} (the "
+        "cold-start protocol: how well the model orders the cold items, whatever the head "
+        "items score; in a large catalogue cold items rarely reach the full top-K). A bucket "
+        "with fewer items than the largest K, or none, is skipped; [] = off")
     cold_degree: int = Field(3, ge=0, description="items with ≤ this many training edges are cold")
     head_fraction: float = Field(0.2, gt=0, lt=1)
     export_k: int = Field(40, gt=0, description="top-K written by evaluate --export-topk")

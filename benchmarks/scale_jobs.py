@@ -35,7 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ("model", "nodes", "train edges", "workers", "epochs", "epoch s (mean)",
            "epoch 1 s", "valid s", "test s", "peak RSS MB", "test R@20", "test N@20",
-           "cold R@20", "cold N@20", "run")
+           "cold R@20", "cold N@20", "within-cold R@20", "within-cold N@20", "run")
 
 
 def run_job(config: Path, size: str | None, workers: int, uri: str, experiment: str) -> None:
@@ -95,9 +95,18 @@ def collect(uri: str, experiments: list[str]) -> list[dict]:
                 "test N@20": m.get("test/ndcg_at_20", float("nan")),
                 "cold R@20": m.get("test/cold/recall_at_20", float("nan")),
                 "cold N@20": m.get("test/cold/ndcg_at_20", float("nan")),
+                # cold items ranked among themselves (eval.rank_within): logged by the run's
+                # test, or by a later `recmind-dist evaluate --run` (eval/test/...)
+                "within-cold R@20": _first(m, "within_cold/recall_at_20"),
+                "within-cold N@20": _first(m, "within_cold/ndcg_at_20"),
                 "run": run.info.run_id[:8],
             })
     return rows
+
+
+def _first(metrics: dict[str, float], key: str) -> float:
+    """``test/{key}`` of the training run, else ``eval/test/{key}`` of a later evaluate."""
+    return metrics.get(f"test/{key}", metrics.get(f"eval/test/{key}", float("nan")))
 
 
 def _cell(v) -> str:

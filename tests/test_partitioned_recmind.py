@@ -283,6 +283,12 @@ def test_train_mode_partitioned_follows_single_process(tmp_path: Path, monkeypat
     finally:
         shutdown_ray()
     assert marker.exists() and out.restarts == 1, "the test hook did not fire"
+    # every worker wrote its own piece of each checkpoint; none gathered the model's state
+    final = {p.name for p in Path(out.checkpoint_path).iterdir()}
+    assert final == {"state.pt", "result.json", "piece-0.pt", "piece-1.pt"}, final
+    epoch_dirs = sorted((tmp_path / "ray").glob("*/checkpoint_epoch*"))
+    assert epoch_dirs and all({p.name for p in d.iterdir()} == {"state.pt", "piece-0.pt",
+                                                                "piece-1.pt"} for d in epoch_dirs)
     init.load_state_dict(out.state_dict)  # the driver's model takes the gathered state
     want = model.state_dict()
     assert list(out.state_dict) == list(want)

@@ -22,9 +22,12 @@ worker gets its model and what DDP must know, and the model's declared hooks
 Validation and test are ranked by all workers, each its share of the users
 (:mod:`recmind_dist.train.worker_eval`; ``eval.over_workers: false``: by rank 0 alone). Rank 0
 decides early stopping (broadcast to all), logs per-epoch
-metrics to MLflow (train terms all-reduced over workers) and reports a checkpoint every
-epoch (model, optimiser, sampler RNG, torch RNG, epoch, early-stopping state incl. the best
-parameters, history) with ``ray.train.report``. ``FailureConfig(max_failures)`` restarts the
+metrics to MLflow (train terms all-reduced over workers). Every epoch the workers report one
+checkpoint with ``ray.train.report``, which Ray Train merges into one folder: each worker's
+piece (``piece-{rank}.pt``: parameters, optimiser state, best parameters; partitioned: its
+own rows, written by that worker, so no rank ever holds the whole model's training state;
+replicated: rank 0's) and rank 0's ``state.pt`` (sampler RNG, torch RNG, epoch,
+early-stopping state, history). ``FailureConfig(max_failures)`` restarts the
 worker group after a crash; workers resume from ``ray.train.get_checkpoint()``.
 
 Test hook: ``RECMIND_TRAIN_FAIL_AT_EPOCH=k`` (with ``RECMIND_TRAIN_FAIL_MARKER=path``, and
@@ -88,6 +91,12 @@ FAIL_MARKER_ENV = "RECMIND_TRAIN_FAIL_MARKER"
 FAIL_RANK_ENV = "RECMIND_TRAIN_FAIL_RANK"
 _STATE = "state.pt"
 _RESULT = "result.json"
+
+
+def _piece_file(rank: int) -> str:
+    """A worker's share of a checkpoint: its parameters, optimiser state and best parameters
+    (partitioned: its own rows; replicated: rank 0's copy)."""
+    return f"piece-{rank}.pt"
 
 
 @dataclass
@@ -170,11 +179,12 @@ class _MlflowLogger:
         self.client.log_batch(self.run_id, metrics=rows)
 
 
-def _save_checkpoint(state: dict[str, Any], extra_json: dict | None = None):
+def _save_checkpoint(files: dict[str, dict[str, Any]], extra_json: dict | None = None):
     from ray.train import Checkpoint
 
     d = tempfile.mkdtemp(prefix="recmind-ckpt-")
-    torch.save(plain(state), Path(d) / _STATE)  # loadable weights-only (load_checkpoint)
+    for name, obj in files.items():
+        torch.save(plain(obj), Path(d) / name)  # loadable weights-only (load_checkpoint)
     if extra_json is not None:
         (Path(d) / _RESULT).write_text(json.dumps(extra_json, default=float))
     return d, Checkpoint.from_directory(d)
@@ -202,16 +212,18 @@ def quiet_report_lines() -> None:
             logger.addFilter(_NoReportLines())
 
 
-def _report(metrics: dict[str, Any], state: dict[str, Any] | None, rank: int,
+def _report(metrics: dict[str, Any], files: dict[str, dict[str, Any]] | None, name: str,
             extra_json: dict | None = None) -> None:
+    """Report ``metrics`` and this worker's checkpoint ``files`` (None: none); Ray Train merges
+    the files of every worker into one checkpoint folder, ``name`` (the same on every rank)."""
     import shutil
 
     import ray.train
 
-    if rank == 0 and state is not None:
-        d, ckpt = _save_checkpoint(state, extra_json)
+    if files:
+        d, ckpt = _save_checkpoint(files, extra_json)
         try:
-            ray.train.report(metrics, checkpoint=ckpt)
+            ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=name)
         finally:
             shutil.rmtree(d, ignore_errors=True)
     else:
@@ -310,7 +322,8 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
     if ckpt is not None:
         with ckpt.as_directory() as d:
             st = load_checkpoint(Path(d) / _STATE, device, "Ray Train checkpoint")
-        piece = st["pieces"][rank if st["partitioned"] else 0]
+            own = rank if st["partitioned"] else 0
+            piece = load_checkpoint(Path(d) / _piece_file(own), device, "Ray Train checkpoint")
         model.load_state_dict(piece["model"])
         if opt is not None and piece.get("opt") is not None:
             opt.load_state_dict(piece["opt"])
@@ -327,23 +340,22 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
         if st.get("stopped"):
             start_epoch = ts.epochs + 1  # the run had finished its loop
 
-    def snapshot(epoch: int, stopped: bool) -> dict[str, Any] | None:
-        """Rank 0: the checkpoint; partitioned: every rank's own rows gathered to rank 0."""
+    def snapshot(epoch: int, stopped: bool) -> dict[str, dict[str, Any]] | None:
+        """This worker's checkpoint files: its piece (partitioned: every rank its own rows,
+        written by itself, so no rank holds the whole model; replicated: rank 0's) and, on
+        rank 0, the shared state (RNGs, tracker, history, epoch)."""
         tr = tracker.state_dict()
-        piece = {
-            "model": state_for_checkpoint(model),
-            "opt": opt.state_dict() if opt is not None else None,
-            "best_state": tr.pop("best_state"),
-        }
-        if partitioned:
-            pieces: list[Any] | None = [None] * world if rank == 0 else None
-            dist.gather_object(piece, pieces, dst=0)
-        else:
-            pieces = [piece]
+        files: dict[str, dict[str, Any]] = {}
+        if partitioned or rank == 0:
+            files[_piece_file(rank)] = {
+                "model": state_for_checkpoint(model),
+                "opt": opt.state_dict() if opt is not None else None,
+                "best_state": tr["best_state"],
+            }
         if rank != 0:
-            return None
-        return {
-            "pieces": pieces,
+            return files or None
+        del tr["best_state"]
+        files[_STATE] = {
             "partitioned": partitioned,
             "world": world,
             "rng": rng.bit_generator.state,
@@ -356,6 +368,7 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
             "stopped": stopped,
             "restarts": restarts,
         }
+        return files
 
     epoch = start_epoch - 1
     if not trainable:
@@ -410,7 +423,8 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
                 tracker.update(valid, epoch, model)  # same decision; keeps own best rows
             if reason is not None:
                 stop_reason = reason
-            _report({"epoch": epoch, **row}, snapshot(epoch, reason is not None), rank)
+            _report({"epoch": epoch, **row}, snapshot(epoch, reason is not None),
+                    f"checkpoint_epoch{epoch:05d}")
             if reason is not None:
                 break
 
@@ -420,7 +434,7 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
     full_state = None
     if partitioned:
         full_state = model.gather_for_eval(full_state=True)  # collective
-    final_state = snapshot(epoch, True)
+    final_files = snapshot(epoch, True)
     extra = None
     best_valid = evaluation(model, "valid")
     t0 = time.perf_counter()
@@ -431,8 +445,9 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
         result = TrainResult(best_epoch, best_valid, test, history, train_seconds, epoch,
                              stop_reason, test_seconds)
         extra = {"result": asdict(result), "restarts": restarts, "world": world}
-        final_state["final_model"] = full_state if partitioned else state_for_checkpoint(model)
-    _report({"epoch": epoch, "final": 1}, final_state, rank, extra)
+        final_files[_STATE]["final_model"] = (full_state if partitioned
+                                              else state_for_checkpoint(model))
+    _report({"epoch": epoch, "final": 1}, final_files, f"checkpoint_final{epoch:05d}", extra)
     if world > 1:
         dist.barrier()
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,9 @@ ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ("model", "nodes", "train edges", "workers", "epochs", "epoch s (mean)",
            "epoch 1 s", "valid s", "test s", "peak RSS MB", "test R@20", "test N@20",
            "cold R@20", "cold N@20", "within-cold R@20", "within-cold N@20", "run")
+
+
+PROJECT_FACTOR = 10  # the plot's dashed segment: the largest measured size, ×10 edges
 
 
 def run_job(config: Path, size: str | None, workers: int, uri: str, experiment: str) -> None:
@@ -131,6 +135,7 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (t_ax, m_ax) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    top = max(r["train edges"] for r in rows)
     groups: dict[tuple[str, int], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["model"], r["workers"]), []).append(r)
@@ -138,11 +143,24 @@ def plot(rows: list[dict], path: Path) -> None:
         rs = sorted(rs, key=lambda r: r["train edges"])
         x = [r["train edges"] for r in rs]
         label = f"{model}, {workers} worker{'s' if workers > 1 else ''}"
-        t_ax.plot(x, [r["epoch s (mean)"] for r in rs], marker="o", label=label)
-        m_ax.plot(x, [r["peak RSS MB"] / 1024 for r in rs], marker="o", label=label)
+        line = t_ax.plot(x, [r["epoch s (mean)"] for r in rs], marker="o", label=label)[0]
+        m_ax.plot(x, [r["peak RSS MB"] / 1024 for r in rs], marker="o", label=label,
+                  color=line.get_color())
+        if rs[-1]["train edges"] == top:  # the next size up, projected linearly in edges
+            last, grow = rs[-1], PROJECT_FACTOR
+            px = [last["train edges"], last["train edges"] * grow]
+            t_ax.plot(px, [last["epoch s (mean)"], last["epoch s (mean)"] * grow], ls="--",
+                      marker="o", mfc="none", color=line.get_color())
+            m_ax.plot(px, [last["peak RSS MB"] / 1024, last["peak RSS MB"] / 1024 * grow],
+                      ls="--", marker="o", mfc="none", color=line.get_color())
+    t_ax.plot([], [], ls="--", marker="o", mfc="none", color="grey",
+              label=f"{PROJECT_FACTOR}× edges, projected (linear in edges)")
     t_ax.set(xscale="log", yscale="log", xlabel="training edges", ylabel="seconds per epoch",
              title="epoch time (every training edge once)")
-    m_ax.set(xscale="log", xlabel="training edges", ylabel="GB",
+    ram_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    m_ax.axhline(ram_gb, color="black", lw=1, ls=":",
+                 label=f"this machine's RAM ({ram_gb:.0f} GB; workers share it)")
+    m_ax.set(xscale="log", yscale="log", xlabel="training edges", ylabel="GB",
              title="peak RSS per process (largest worker)")
     for ax in (t_ax, m_ax):
         ax.grid(alpha=0.3, which="both")

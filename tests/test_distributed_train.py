@@ -137,3 +137,18 @@ def test_failed_ray_train_job_resumes_into_the_same_run(ray_local, reference, tm
     # a Ray Train run whose folder holds no checkpoint is refused, naming the folder
     with pytest.raises(InputError, match="holds no checkpoint"):
         _ray_storage(spec, "0" * 32, {TAG_RAY_STORAGE: str(tmp_path / "empty")})
+
+
+def test_private_ray_workers_quiet_the_placement_group_cleaner(ray_local):
+    """The private local Ray has no State API: its worker processes raise the logger of Ray
+    Train's placement-group cleaner to ERROR (its warnings would repeat every few seconds)."""
+    import logging
+
+    import ray
+
+    from recmind_dist.embed.ray_runtime import PG_CLEANER_LOGGER
+
+    def level() -> int:
+        return logging.getLogger(PG_CLEANER_LOGGER).level
+
+    assert ray.get(ray.remote(num_cpus=0)(level).remote()) == logging.ERROR

@@ -3,6 +3,13 @@
 ``ray.init(_node_ip_address='127.0.0.1')`` alone is not enough: Ray rewrites the address to the
 host interface unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` is in the environment when the
 node starts (see /work/shared/STACK-NOTES.md). :func:`ensure_ray` sets it for local starts.
+
+The private local Ray has no dashboard, hence no State API. Ray Train V2's
+``PlacementGroupCleaner`` actor polls that API and logs "Failed to query Ray Train Controller
+actor state" every few seconds into the user's output; it guards against a controller dying
+on a shared cluster, which a private Ray (shut down with its driver) does not need. Every
+worker process of a private Ray runs :func:`quiet_private_ray_workers` first (Ray's
+``worker_process_setup_hook``), which raises that logger to ERROR.
 """
 
 from __future__ import annotations
@@ -16,6 +23,13 @@ log = logging.getLogger(__name__)
 __all__ = ["ensure_ray", "shutdown_ray"]
 
 _STARTED_HERE = False
+#: the logger of Ray Train V2's placement-group cleaner (its State API warnings)
+PG_CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+
+
+def quiet_private_ray_workers() -> None:
+    """``worker_process_setup_hook`` of the private local Ray (see the module docstring)."""
+    logging.getLogger(PG_CLEANER_LOGGER).setLevel(logging.ERROR)
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None,
@@ -50,6 +64,10 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None,
         ray_constants.ENABLE_RAY_CLUSTER = False
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         log.info("starting local Ray on 127.0.0.1 (num_cpus=%s)", num_cpus)
+        runtime_env = dict(common.pop("runtime_env", None) or {})
+        runtime_env.setdefault("worker_process_setup_hook",
+                               f"{__name__}.{quiet_private_ray_workers.__name__}")
+        common["runtime_env"] = runtime_env
         ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus,
                  _node_ip_address="127.0.0.1", include_dashboard=False, **common)
         _STARTED_HERE = True

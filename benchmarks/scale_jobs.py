@@ -129,6 +129,8 @@ def table(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
+    """Epoch time and peak RSS against training edges, a line per (model, workers) from each
+    size's newest run; the largest size also projected ×PROJECT_FACTOR edges (dashed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -137,7 +139,8 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, (t_ax, m_ax) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
     top = max(r["train edges"] for r in rows)
     groups: dict[tuple[str, int], list[dict]] = {}
-    for r in rows:
+    newest = {(r["model"], r["workers"], r["train edges"]): r for r in rows}  # oldest first
+    for r in newest.values():
         groups.setdefault((r["model"], r["workers"]), []).append(r)
     for (model, workers), rs in sorted(groups.items()):
         rs = sorted(rs, key=lambda r: r["train edges"])

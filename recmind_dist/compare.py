@@ -6,7 +6,7 @@ import pandas as pd
 
 DEFAULT_METRICS = (
     "test/recall_at_20", "test/ndcg_at_20", "test/recall_at_40", "test/ndcg_at_40",
-    "test/cold/recall_at_20", "train_seconds",
+    "test/cold/recall_at_20", "test/within_cold/recall_at_20", "train_seconds",
 )
 
 
